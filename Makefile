@@ -1,0 +1,39 @@
+# Two commands do everything: `make demo` and `make test`. Each creates .venv and installs the project first.
+SHELL := /bin/bash
+VENV ?= .venv
+PY := $(VENV)/bin/python
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.covseg-installed
+DEMO_DATA ?= data/synthetic
+DEMO_CACHE ?= cache/demo
+DEMO_CASES ?= 6
+
+.PHONY: install demo test nbtest check-sync clean-outputs
+
+$(STAMP): pyproject.toml
+	@test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -e ".[dev]"
+	@touch $(STAMP)
+
+install: $(STAMP)
+
+# The main job on the embedded synthetic data: synthesise the three datasets, convert and cache them.
+demo: $(STAMP)
+	$(BIN)/covseg synth $(DEMO_DATA) --cases $(DEMO_CASES) --seed 0
+	$(BIN)/covseg prepare $(DEMO_DATA) $(DEMO_CACHE)
+
+# Notebook tests (cells flagged cuda/data/slow are skipped), then the check that notebooks are clean
+# and the exported library is in step with them.
+test: $(STAMP)
+	$(BIN)/nbdev-test --n-workers 2
+	$(MAKE) check-sync
+
+check-sync: $(STAMP)
+	@if git rev-parse --git-dir >/dev/null 2>&1; then \
+	  $(BIN)/nbdev-export && $(BIN)/nbdev-clean && $(PY) tools/make_readme.py && \
+	  git diff --exit-code --stat -- covseg nbs README.md || { echo "nbdev-export/nbdev-clean changed files: commit clean notebooks and the exported library"; exit 1; }; \
+	fi
+
+clean-outputs:
+	rm -rf $(DEMO_DATA) $(DEMO_CACHE) _proc _docs
