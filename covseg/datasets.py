@@ -254,7 +254,7 @@ def convert_ricord(case:Case, out_dir, labels=INFECTIOUS, clip=(-2000., 500.))->
     extra = {k: v for k, v in case.extra.items() if k not in ('annotations', 'mdai', 'files')}
     return Case('ricord', case.case_id, case.patient_id, str(ip), str(mp), (1,), None, dict(extra, source=case.image, **st))
 
-# %% ../nbs/03_datasets.ipynb #c039
+# %% ../nbs/03_datasets.ipynb #c041
 def split_by_patient(cases:pd.DataFrame, tune_frac:float=0.15, seed:int=42)->dict:
     "patient_id -> 'train'/'tune': a seeded split of whole patients, aiming at `tune_frac` of the cases for tuning."
     per_patient = cases.groupby('patient_id').size().sort_index()

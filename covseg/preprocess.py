@@ -173,10 +173,10 @@ DATASETS = ('ricord', 'coronacases', 'mosmed')
 def _roots(data_root, coronacases=None, mosmed=None, ricord=None)->dict:
     "The dataset folders to use: explicit ones, else those present under `data_root`."
     given = dict(ricord=ricord, coronacases=coronacases, mosmed=mosmed)
-    out = {k: Path(v) for k, v in given.items() if v is not None}
+    out = {k: Path(v).resolve() for k, v in given.items() if v is not None}
     if data_root is not None:
         for k in DATASETS:
-            if k not in out and (Path(data_root)/k).is_dir(): out[k] = Path(data_root)/k
+            if k not in out and (Path(data_root)/k).is_dir(): out[k] = (Path(data_root)/k).resolve()
     for k, v in out.items():
         if not v.is_dir(): raise CovsegInputError(v, f"{k} folder not found")
     if not out: raise CovsegInputError(data_root, f"none of {', '.join(d + '/' for d in DATASETS)} found")
