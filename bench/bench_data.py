@@ -51,7 +51,8 @@ def main(shape=(300, 512, 512), reps=3):
 
 def write_section(rows, path=Path(__file__).resolve().parent.parent/'BENCHMARKS.md'):
     head = "## Data layer (`bench/bench_data.py`)"
-    body = [head, '', f"Measured {time.strftime('%Y-%m-%d')} on: {machine()}. Synthetic phantom data.", '',
+    body = [head, '', f"Measured {time.strftime('%Y-%m-%d')} on: {machine()}. Synthetic phantom data; the study files "
+            "were just written, so they come from the page cache (a cold disk adds its read time).", '',
             '| what | measured | target |', '|---|---|---|'] + [f"| {a} | {b} | {c} |" for a, b, c in rows]
     text = path.read_text() if path.exists() else '# Benchmarks\n'
     sec = '\n'.join(body) + '\n'

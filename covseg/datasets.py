@@ -259,10 +259,10 @@ def split_by_patient(cases:pd.DataFrame, tune_frac:float=0.15, seed:int=42)->dic
     "patient_id -> 'train'/'tune': a seeded split of whole patients, aiming at `tune_frac` of the cases for tuning."
     per_patient = cases.groupby('patient_id').size().sort_index()
     order = np.random.default_rng(seed).permutation(len(per_patient))
-    target, n, out = tune_frac * len(cases), 0, {}
+    cap, n, out = max(tune_frac * len(cases) + 0.5, 1), 0, {}
     for i in order:
-        pid = per_patient.index[i]
-        take = n < target and (n + per_patient.iloc[i] <= target + 0.5 or n == 0)
-        out[pid] = 'tune' if take else 'train'
+        take = n + per_patient.iloc[i] <= cap
+        out[per_patient.index[i]] = 'tune' if take else 'train'
         n += per_patient.iloc[i] if take else 0
+    if n == 0 and len(order) > 1: out[per_patient.index[order[0]]] = 'tune'   # at least one tuning patient
     return out

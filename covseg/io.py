@@ -15,9 +15,9 @@ import pydicom
 from fastprogress.fastprogress import progress_bar
 
 # %% auto #0
-__all__ = ['NIFTI_SUFFIXES', 'CovsegInputError', 'progress', 'Geometry', 'Volume', 'from_sitk', 'to_sitk', 'atomic_path',
-           'is_image_file', 'read_nifti', 'write_image', 'dicom_header', 'slice_normal', 'is_axial', 'sort_series',
-           'read_dicom_series', 'read_image', 'check_same_grid']
+__all__ = ['NIFTI_SUFFIXES', 'CovsegInputError', 'progress', 'Geometry', 'Volume', 'from_sitk', 'to_sitk', 'replace_dir',
+           'atomic_path', 'is_image_file', 'read_nifti', 'write_image', 'dicom_header', 'slice_normal', 'is_axial',
+           'sort_series', 'read_dicom_series', 'read_image', 'check_same_grid']
 
 # %% ../nbs/00_io.ipynb #c006
 class CovsegInputError(ValueError):
@@ -111,16 +111,26 @@ def to_sitk(vol:Volume)->sitk.Image:
     return vol.geometry.apply(sitk.GetImageFromArray(np.ascontiguousarray(arr)))
 
 # %% ../nbs/00_io.ipynb #c021
+def replace_dir(tmp:Path, final:Path):
+    "Move folder `tmp` to `final` in one step, replacing an older `final` (never a mix of the two)."
+    old = None
+    if final.exists():
+        old = final.with_name(f".old-{uuid.uuid4().hex[:8]}-{final.name}")
+        os.replace(final, old)
+    os.replace(tmp, final)
+    if old is not None: shutil.rmtree(old, ignore_errors=True)
+
 @contextlib.contextmanager
 def atomic_path(path, overwrite:bool=True):
-    "Yield a temporary path beside `path` (same suffixes); move it to `path` only if the block succeeds."
+    "Yield a temporary path beside `path` (same suffixes); move it (a file or a folder) to `path` only if the block succeeds."
     path = Path(path)
     if path.exists() and not overwrite: raise FileExistsError(f"{path}: exists already (pass overwrite=True to replace it)")
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".tmp-{uuid.uuid4().hex[:8]}-{path.name}")
     try:
         yield tmp
-        os.replace(tmp, path)
+        if tmp.is_dir(): replace_dir(tmp, path)
+        else: os.replace(tmp, path)
     finally:
         if tmp.is_dir(): shutil.rmtree(tmp, ignore_errors=True)
         elif tmp.exists(): tmp.unlink()

@@ -13,7 +13,8 @@ import numpy as np
 import pandas as pd
 import SimpleITK as sitk
 import covseg
-from .io import CovsegInputError, Geometry, Volume, progress, to_sitk, read_nifti, check_same_grid, atomic_path
+from .io import CovsegInputError, Geometry, Volume, progress, to_sitk, read_nifti, check_same_grid, atomic_path, replace_dir
+from .synth import is_synthetic
 from .datasets import (Case, Failure, _failure, read_coronacases, read_mosmed, read_ricord, convert_ricord, INFECTIOUS, split_by_patient)
 
 # %% auto #0
@@ -83,15 +84,6 @@ def cache_key(sources:list, params:dict)->str:
     return hashlib.sha1(blob.encode()).hexdigest()
 
 # %% ../nbs/04_preprocess.ipynb #c014
-def _replace_dir(tmp:Path, final:Path):
-    "Move folder `tmp` to `final` in one step, replacing an older `final`."
-    old = None
-    if final.exists():
-        old = final.with_name(f".old-{uuid.uuid4().hex[:8]}-{final.name}")
-        os.replace(final, old)
-    os.replace(tmp, final)
-    if old is not None: shutil.rmtree(old, ignore_errors=True)
-
 def entry_dir(cache, size, dataset, case_id)->Path: return Path(cache)/'grids'/grid_name(size)/dataset/case_id
 
 def read_meta(d)->dict|None:
@@ -162,7 +154,7 @@ def cache_case(case:Case, cache, grids=PAPER_GRIDS, force:bool=False)->dict:
                         stats=dict(mask_voxels_source=int(msk.array.sum()), mask_voxels=int(rm.array.sum()),
                                    infection_ml=float(msk.array.sum() * np.prod(img.spacing) / 1000)), created=time.strftime('%Y-%m-%dT%H:%M:%S'))
             (tmp/'meta.json').write_text(json.dumps(meta, indent=1))
-            _replace_dir(tmp, d)
+            replace_dir(tmp, d)
         finally:
             if tmp.exists(): shutil.rmtree(tmp, ignore_errors=True)
     return out
@@ -233,6 +225,7 @@ def prepare(data_root=None, cache='cache', coronacases=None, mosmed=None, ricord
     cache = Path(cache); cache.mkdir(parents=True, exist_ok=True)
     roots = _roots(data_root, coronacases, mosmed, ricord)
     cases, failures = _gather(roots, cache, ricord_annotations, ricord_labels, include_radiopaedia)
+    synthetic = {k: is_synthetic(v) for k, v in roots.items()}
     rows = []
     for c in progress(cases, 'caching', leave=True):
         try: entries = cache_case(c, cache, grids, force)
@@ -241,7 +234,7 @@ def prepare(data_root=None, cache='cache', coronacases=None, mosmed=None, ricord
         sg = Geometry.from_dict(m['source_geometry'])
         rows.append(dict(dataset=c.dataset, case_id=c.case_id, patient_id=c.patient_id, image=c.image, mask=c.mask,
                          lung_mask=c.lung_mask, shape='x'.join(map(str, sg.size)), spacing='x'.join(f"{s:.3f}" for s in sg.spacing),
-                         infection_ml=round(m['stats']['infection_ml'], 2), study_uid=c.extra.get('study_uid'),
+                         infection_ml=round(m['stats']['infection_ml'], 2), synthetic=synthetic[c.dataset], study_uid=c.extra.get('study_uid'),
                          **{f"cache_{k}": str(Path(v).relative_to(cache)) for k, v in entries.items()}))
     man = pd.DataFrame(rows, columns=None if rows else ['dataset', 'case_id', 'patient_id', 'image', 'mask', 'split'])
     if len(man):
@@ -257,9 +250,10 @@ def prepare(data_root=None, cache='cache', coronacases=None, mosmed=None, ricord
 
 # %% ../nbs/04_preprocess.ipynb #c023
 def summary(man:pd.DataFrame)->pd.DataFrame:
-    "Cases per dataset and split with their typical shape, spacing and infection volume."
+    "Cases per dataset and split with their typical shape, spacing and infection volume, each row saying whether the data are synthetic."
     if man.empty: return pd.DataFrame()
-    g = man.groupby(['dataset', 'split'])
+    man = man.assign(data=np.where(man.synthetic, 'SYNTHETIC', 'real')) if 'synthetic' in man else man.assign(data='?')
+    g = man.groupby(['dataset', 'data', 'split'])
     return pd.DataFrame(dict(cases=g.size(), patients=g.patient_id.nunique(),
                              shape=g['shape'].agg(lambda s: s.mode().iloc[0]), spacing_mm=g.spacing.agg(lambda s: s.mode().iloc[0]),
                              infection_ml_median=g.infection_ml.median().round(1)))

@@ -19,8 +19,8 @@ from .io import Geometry, Volume, write_image, atomic_path, progress
 from .phantom import make_phantom, Phantom
 
 # %% auto #0
-__all__ = ['SIZES', 'RICORD_LABELS', 'INFECTIOUS_LABELS', 'RICORD_JSON', 'write_coronacases', 'write_mosmed', 'mask_polygons',
-           'write_ricord', 'synthesize']
+__all__ = ['SIZES', 'RICORD_LABELS', 'INFECTIOUS_LABELS', 'RICORD_JSON', 'SYNTHETIC_MARK', 'write_coronacases', 'write_mosmed',
+           'mask_polygons', 'write_ricord', 'mark_synthetic', 'is_synthetic', 'synthesize']
 
 # %% ../nbs/02_synth.ipynb #c006
 SIZES = {  # (z, y, x) voxels per dataset and size; the field of view stays that of a real chest
@@ -214,8 +214,27 @@ def write_ricord(out, n:int=4, seed:int=0, size='small')->list:
     return uids
 
 # %% ../nbs/02_synth.ipynb #c026
+SYNTHETIC_MARK = 'COVSEG_SYNTHETIC.txt'
+
+def mark_synthetic(folder, **info):
+    "Leave a marker in a dataset folder that says its cases are covseg phantoms, so every later number can be labelled synthetic."
+    Path(folder).mkdir(parents=True, exist_ok=True)
+    txt = "Synthetic phantoms written by `covseg synth`: no patient data. Numbers computed from them are not the paper's.\n"
+    (Path(folder)/SYNTHETIC_MARK).write_text(txt + json.dumps(info) + '\n')
+
+def is_synthetic(folder)->bool:
+    "Was this dataset folder written by `covseg synth`?"
+    return (Path(folder)/SYNTHETIC_MARK).is_file()
+
 def synthesize(out, n:int=4, seed:int=0, size='small')->dict:
     "Write the three synthetic datasets under `out/coronacases`, `out/mosmed`, `out/ricord`; return the case ids per dataset."
     out = Path(out)
-    return dict(coronacases=write_coronacases(out/'coronacases', n, seed, size), mosmed=write_mosmed(out/'mosmed', n, seed, size),
-                ricord=write_ricord(out/'ricord', n, seed, size))
+    for k in ('coronacases', 'mosmed', 'ricord'):        # replace earlier phantoms, never anything else
+        d = out/k
+        if d.exists() and any(d.iterdir()):
+            if not is_synthetic(d): raise FileExistsError(f"{d}: exists and was not written by `covseg synth`; refusing to write phantoms into it")
+            shutil.rmtree(d)
+    res = dict(coronacases=write_coronacases(out/'coronacases', n, seed, size), mosmed=write_mosmed(out/'mosmed', n, seed, size),
+               ricord=write_ricord(out/'ricord', n, seed, size))
+    for k in res: mark_synthetic(out/k, cases=n, seed=seed, size=size)
+    return res
