@@ -6,7 +6,8 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.covseg-installed
 DEMO_DATA ?= data/synthetic
 DEMO_CACHE ?= cache/demo
-DEMO_CASES ?= 6
+DEMO_CASES ?= 12
+DEMO_RUN ?= runs/demo
 
 .PHONY: install demo test nbtest check-sync clean-outputs
 
@@ -18,10 +19,13 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
-# The main job on the embedded synthetic data: synthesise the three datasets, convert and cache them.
+# The main job on the embedded synthetic data: synthesise the three datasets, convert and cache them
+# (at the demo profile's small grids), then train both stages with the demo profile.
 demo: $(STAMP)
 	$(BIN)/covseg synth $(DEMO_DATA) --cases $(DEMO_CASES) --seed 0
-	$(BIN)/covseg prepare $(DEMO_DATA) $(DEMO_CACHE)
+	$(BIN)/covseg prepare $(DEMO_DATA) $(DEMO_CACHE) --resplit --grids 16x48x48,16x64x64
+	rm -rf $(DEMO_RUN)
+	$(BIN)/covseg train $(DEMO_CACHE) $(DEMO_RUN) --profile demo
 
 # Notebook tests (cells flagged cuda/data/slow are skipped), then the check that notebooks are clean
 # and the exported library is in step with them.
@@ -36,4 +40,4 @@ check-sync: $(STAMP)
 	fi
 
 clean-outputs:
-	rm -rf $(DEMO_DATA) $(DEMO_CACHE) _proc _docs
+	rm -rf $(DEMO_DATA) $(DEMO_CACHE) $(DEMO_RUN) _proc _docs

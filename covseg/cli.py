@@ -43,6 +43,14 @@ def build_parser()->argparse.ArgumentParser:
     q.add_argument('--include-radiopaedia', action='store_true', help='also use the windowed Radiopaedia cases (the paper does not)')
     q.add_argument('--resplit', action='store_true', help='draw a new RICORD split instead of reusing CACHE/split.csv')
     q.add_argument('--force', action='store_true', help='rebuild cache entries even when valid')
+    t = sub.add_parser('train', help="train the paper's two stages (or one) from a prepared cache")
+    t.add_argument('cache', type=Path, help='cache folder made by `covseg prepare`')
+    t.add_argument('run_dir', type=Path, help='where config, checkpoints, logs and curves go')
+    t.add_argument('--stage', choices=['1', '2', 'both'], default='both')
+    t.add_argument('--profile', choices=['paper', 'demo', 'smoke'], default='paper')
+    t.add_argument('--resume', action='store_true', help='continue a run that was stopped (same settings)')
+    t.add_argument('--weights', type=Path, help="local r3d_18 Kinetics-400 weights file (torchvision's r3d_18-b3b3357e.pth) instead of downloading")
+    t.add_argument('--device', default=None, help="'cuda', 'cpu', ... (default: a GPU if there is one)")
     return p
 
 # %% ../nbs/90_cli.ipynb #c007
@@ -64,6 +72,17 @@ def main(argv=None)->int:
                 print(f"\n{len(fails)} failure(s) (also in {Path(a.cache)/'failures.csv'}):", file=sys.stderr)
                 for f in fails: print(f"  {f}", file=sys.stderr)
                 return 1
+            return 0
+        if a.command == 'train':
+            from covseg.train import get_config, train
+            kw = dict(weights=str(a.weights)) if a.weights else {}
+            cfg = get_config(a.profile, **kw)
+            stages = (1, 2) if a.stage == 'both' else (int(a.stage),)
+            res = train(cfg, a.cache, a.run_dir, stages, a.resume, a.device)
+            for r in res:
+                tag = ' (SYNTHETIC data: not a result of the paper)' if r['synthetic'] else ''
+                curves = Path(a.run_dir)/f"stage{r['stage']}"/'curves.png'
+                print(f"stage {r['stage']}: {r['epochs']} epochs, best tuning Dice {r['best_dice']:.3f} at epoch {r['best_epoch']}{tag}; curves: {curves}")
             return 0
     except (CovsegInputError, FileExistsError) as e:
         print(f"covseg {a.command}: error: {e}", file=sys.stderr)
