@@ -49,16 +49,21 @@ def main(shape=(300, 512, 512), reps=3):
         return rows
     finally: shutil.rmtree(tmp, ignore_errors=True)
 
-def write_section(rows, path=Path(__file__).resolve().parent.parent/'BENCHMARKS.md'):
-    head = "## Data layer (`bench/bench_data.py`)"
-    body = [head, '', f"Measured {time.strftime('%Y-%m-%d')} on: {machine()}. Synthetic phantom data; the study files "
-            "were just written, so they come from the page cache (a cold disk adds its read time).", '',
-            '| what | measured | target |', '|---|---|---|'] + [f"| {a} | {b} | {c} |" for a, b, c in rows]
+BENCHMARKS = Path(__file__).resolve().parent.parent/'BENCHMARKS.md'
+
+def replace_section(head:str, lines:list, path=BENCHMARKS):
+    "Put the section `head` + `lines` into BENCHMARKS.md, replacing the section of that head if present (one blank line between sections)."
     text = path.read_text() if path.exists() else '# Benchmarks\n'
-    sec = '\n'.join(body) + '\n'
+    sec = '\n'.join([head, ''] + list(lines)) + '\n'
     pat = re.compile(re.escape(head) + r'.*?(?=\n## |\Z)', re.S)
-    text = pat.sub(sec.rstrip('\n'), text) if pat.search(text) else text.rstrip('\n') + '\n\n' + sec
-    path.write_text(text if text.endswith('\n') else text + '\n')
+    text = pat.sub(lambda m: sec, text) if pat.search(text) else text.rstrip('\n') + '\n\n' + sec
+    path.write_text(re.sub(r'\n{3,}', '\n\n', text).rstrip('\n') + '\n')
+
+def write_section(rows):
+    replace_section("## Data layer (`bench/bench_data.py`)",
+                    [f"Measured {time.strftime('%Y-%m-%d')} on: {machine()}. Synthetic phantom data; the study files "
+                     "were just written, so they come from the page cache (a cold disk adds its read time).", '',
+                     '| what | measured | target |', '|---|---|---|'] + [f"| {a} | {b} | {c} |" for a, b, c in rows])
 
 if __name__ == '__main__':
     rows = main()

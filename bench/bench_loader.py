@@ -7,7 +7,7 @@ import os, sys, time, math, shutil, tempfile, warnings, re, resource
 from pathlib import Path
 import numpy as np
 import torch
-from bench_data import machine
+from bench_data import machine, replace_section
 from covseg.synth import write_ricord, mark_synthetic
 from covseg.preprocess import prepare
 from covseg.loaders import make_dls, entries, AugConfig, HU_WINDOW
@@ -105,7 +105,7 @@ def main(n_cases:int=8, n:int=80, rounds:int=3):
         return best, monai, ratio, info
     finally: shutil.rmtree(tmp, ignore_errors=True)
 
-def write_section(best, monai, ratio, info, path=Path(__file__).resolve().parent.parent/'BENCHMARKS.md'):
+def write_section(best, monai, ratio, info):
     head = "## Loader (`bench/bench_loader.py`)"
     rows = [(f"{k[0]}, batch size {k[1]}", f"{v:.1f}") for k, v in best.items()]
     body = [head, '', f"Measured {time.strftime('%Y-%m-%d')} on: {machine()}; {info['versions']}; torch threads 2, CPU only. "
@@ -128,11 +128,7 @@ def write_section(best, monai, ratio, info, path=Path(__file__).resolve().parent
              f"reading, scaling and batching; {full - quiet_:.1f} ms drawing the Gaussian noise (1.3 M numbers from torch's "
              f"serial CPU generator for 3 items in 4); {quiet_ - load:.1f} ms the two resampling passes (3 items in 4), "
              "flips, contrast and brightness."]
-    text = path.read_text() if path.exists() else '# Benchmarks\n'
-    sec = '\n'.join(body) + '\n'
-    pat = re.compile(re.escape(head) + r'.*?(?=\n## |\Z)', re.S)
-    text = pat.sub(lambda m: sec, text) if pat.search(text) else text.rstrip('\n') + '\n\n' + sec     # `sec` ends in a newline: a blank line before the next section
-    path.write_text(text if text.endswith('\n') else text + '\n')
+    replace_section(head, body[2:])
 
 if __name__ == '__main__':
     best, monai, ratio, info = main()

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_data import machine, write_section as _write
+from bench_data import machine, replace_section as write_section
 from covseg.model import R3DUNet, count_parameters
 from covseg.train import DiceCELoss, get_config, PROFILES
 
@@ -72,14 +72,6 @@ def loader_step(grid, bs, device, n=8):
             k += 1
         return statistics.median(ts)
     finally: shutil.rmtree(tmp, ignore_errors=True)
-
-def write_section(head, body_lines):
-    path = Path(__file__).resolve().parent.parent/'BENCHMARKS.md'
-    text = path.read_text() if path.exists() else '# Benchmarks\n'
-    sec = '\n'.join([head, ''] + body_lines) + '\n'
-    pat = re.compile(re.escape(head) + r'.*?(?=\n## |\Z)', re.S)
-    text = pat.sub(sec.rstrip('\n'), text) if pat.search(text) else text.rstrip('\n') + '\n\n' + sec
-    path.write_text(text if text.endswith('\n') else text + '\n')
 
 def main():
     torch.set_num_threads(os.cpu_count())
