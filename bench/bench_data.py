@@ -57,7 +57,8 @@ def replace_section(head:str, lines:list, path=BENCHMARKS):
     sec = '\n'.join([head, ''] + list(lines)) + '\n'
     pat = re.compile(re.escape(head) + r'.*?(?=\n## |\Z)', re.S)
     text = pat.sub(lambda m: sec, text) if pat.search(text) else text.rstrip('\n') + '\n\n' + sec
-    path.write_text(re.sub(r'\n{3,}', '\n\n', text).rstrip('\n') + '\n')
+    text = re.sub(r'([^\n])\n(## )', r'\1\n\n\2', re.sub(r'\n{3,}', '\n\n', text))   # one blank line before every section
+    path.write_text(text.rstrip('\n') + '\n')
 
 def write_section(rows):
     replace_section("## Data layer (`bench/bench_data.py`)",

@@ -312,9 +312,10 @@ def train_stage(cfg:TrainConfig, k:int, cache, run_dir, resume:bool=False, dls=N
         learn.fit(n - start, cbs=cbs + list(extra), wd=stage.wd)
     if not (sdir/'best.pth').exists(): raise RuntimeError(f"{sdir}: no epoch produced a finite tuning Dice; nothing to keep")
     model.load_state_dict(torch.load(sdir/'best.pth', map_location='cpu', weights_only=True))   # the paper: reload the best at the end
+    synthetic = is_synthetic_cache(cache)
     summary = dict(stage=k, profile=cfg.profile, epochs=len(state['log']), best_dice=state['best'], best_epoch=state['best_epoch'],
-                   grid=list(stage.grid), synthetic=is_synthetic_cache(cache), best_model=str(sdir/'best.pth'))
-    plot_log(sdir/'log.csv', sdir/'curves.png', title=f"stage {k} ({cfg.profile} profile)")
+                   grid=list(stage.grid), synthetic=synthetic, best_model=str(sdir/'best.pth'))
+    plot_log(sdir/'log.csv', sdir/'curves.png', title=f"stage {k} ({cfg.profile} profile)" + (', SYNTHETIC data' if synthetic else ''))
     with atomic_path(done) as t: t.write_text(json.dumps(summary, indent=1))
     return summary
 
