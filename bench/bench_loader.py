@@ -125,8 +125,8 @@ def write_section(best, monai, ratio, info):
     full, quiet_ = ms('covseg'), ms('covseg without the noise (noise_std=0), for the breakdown')
     load = ms('covseg without augmentation, for the breakdown')
     body += ['', f"Where a covseg sample's time goes (batch size 1, from the rows above): {full:.1f} ms in all; {load:.1f} ms "
-             f"reading, scaling and batching; {full - quiet_:.1f} ms drawing the Gaussian noise (1.3 M numbers from torch's "
-             f"serial CPU generator for 3 items in 4); {quiet_ - load:.1f} ms the two resampling passes (3 items in 4), "
+             f"reading, scaling and batching; {full - quiet_:.1f} ms adding the Gaussian noise (a window of a "
+             f"noise bank drawn once, for 3 items in 4); {quiet_ - load:.1f} ms the two resampling passes (3 items in 4), "
              "flips, contrast and brightness."]
     replace_section(head, body[2:])
 

@@ -19,8 +19,8 @@ from .io import CovsegInputError
 from .preprocess import load_case, grid_name
 
 # %% auto #0
-__all__ = ['HU_WINDOW', 'normalise_hu', 'entries', 'CachedVolumes', 'AugConfig', 'corner_points', 'rotation', 'dense', 'zpass',
-           'warp1', 'warp', 'draw', 'augment', 'Augment3D', 'make_dls']
+__all__ = ['HU_WINDOW', 'NOISE_BANK_SEED', 'normalise_hu', 'entries', 'CachedVolumes', 'AugConfig', 'corner_points', 'rotation',
+           'dense', 'zpass', 'warp1', 'warp', 'draw', 'noise_window', 'augment', 'Augment3D', 'make_dls']
 
 # %% ../nbs/11_loaders.ipynb #c007
 HU_WINDOW = (-1350., 150.)   # lung window W1500 L-600: clipped, then scaled to [-1, 1]
@@ -185,7 +185,7 @@ def warp(x:torch.Tensor, y:torch.Tensor, corners:torch.Tensor, ws:dict|None=None
 # %% ../nbs/11_loaders.ipynb #c029
 def draw(cfg:AugConfig, n:int, size, gen:torch.Generator)->dict:
     "Random parameters of `n` items on a (D, H, W) grid: per-item group choices and strengths, and the corner values of each spatial map."
-    u = torch.rand(n, 34, generator=gen, dtype=torch.float64)
+    u = torch.rand(n, 36, generator=gen, dtype=torch.float64)
     sym = lambda c, m: (2 * u[:, c] - 1) * m                                 # uniform in +- m
     ang = torch.stack([sym(2, cfg.max_rotate_deg), sym(3, cfg.max_tilt_deg), sym(4, cfg.max_tilt_deg)], 1) * math.pi / 180
     scale = 1 + sym(5, cfg.max_scale)
@@ -195,7 +195,18 @@ def draw(cfg:AugConfig, n:int, size, gen:torch.Generator)->dict:
     corners[..., 0] *= torch.where(flip, -1., 1.).view(n, 1, 1, 1)
     return dict(flip=flip, spatial=u[:, 1] < cfg.p_spatial, corners=corners, intensity=u[:, 30] < cfg.p_intensity,
                 contrast=1 + sym(31, cfg.contrast), brightness=sym(32, cfg.brightness), noise_sd=u[:, 33] * cfg.noise_std,
-                noise_seed=int(torch.randint(0, 2**60, (1,), generator=gen)))
+                noise_at=u[:, 34], noise_sign=torch.where(u[:, 35] < 0.5, -1., 1.))
+
+NOISE_BANK_SEED = 20210126   # the bank is the same for every run, so a batch depends only on its parameters
+
+def noise_window(ws:dict, like:torch.Tensor, at:float)->torch.Tensor:
+    "Standard normal noise shaped like `like`: the window starting at fraction `at` of a bank of 3x its size, drawn once per device and size."
+    n = like.numel(); key = ('bank', like.device, like.dtype, n)
+    if key not in ws:
+        g = torch.Generator(device=like.device).manual_seed(NOISE_BANK_SEED)
+        ws[key] = torch.randn(3 * n, generator=g, device=like.device, dtype=like.dtype)
+    o = int(at * 2 * n)
+    return ws[key][o:o + n].view(like.shape)
 
 def augment(x:torch.Tensor, y:torch.Tensor, p:dict, ws:dict|None=None, inplace:bool=False)->tuple:
     "The batch (images B x 1 x D x H x W, masks B x D x H x W) augmented with the parameters `p` from `draw`: new tensors, or `x` and `y` changed if `inplace`."
@@ -208,8 +219,7 @@ def augment(x:torch.Tensor, y:torch.Tensor, p:dict, ws:dict|None=None, inplace:b
         if p['intensity'][i]:
             xo[i].mul_(float(p['contrast'][i])).add_(float(p['brightness'][i]))
             if p['noise_sd'][i] > 0:
-                noise = _buf(ws, 'noise', x[i].shape, x).normal_(generator=torch.Generator(device=x.device).manual_seed(p['noise_seed'] + i))
-                xo[i].add_(noise, alpha=float(p['noise_sd'][i]))
+                xo[i].add_(noise_window(ws, x[i], float(p['noise_at'][i])), alpha=float(p['noise_sd'][i] * p['noise_sign'][i]))
     return xo, yo
 
 # %% ../nbs/11_loaders.ipynb #c031
