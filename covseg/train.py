@@ -6,7 +6,7 @@ Docs: https://covseg.github.io/covseg/train.html.md"""
 
 # %% ../nbs/20_train.ipynb #c002
 from __future__ import annotations
-import os, json, math, random, time, dataclasses
+import json, math, random, time
 from dataclasses import dataclass, field, asdict
 from pathlib import Path
 import numpy as np
@@ -16,14 +16,12 @@ import torch.nn as nn
 import torch.nn.functional as F
 from fastcore.foundation import L
 from fastai.learner import Learner, Metric
-from fastai.callback.core import Callback, CancelFitException
+from fastai.callback.core import Callback
 from fastai.callback.schedule import ParamScheduler, combined_cos
 from fastai.callback.progress import ProgressCallback
-import covseg
 from .io import CovsegInputError, atomic_path
-from .preprocess import grid_name, parse_grid
 from .model import R3DUNet, unet_splitter
-from .loaders import make_dls, AugConfig
+from .loaders import make_dls, AugConfig, entries
 
 # %% auto #0
 __all__ = ['PROFILES', 'CKPT_FORMAT', 'DiceCELoss', 'dice_per_item', 'MacroDice', 'StageConfig', 'TrainConfig', 'get_config',
@@ -250,15 +248,12 @@ def _seed_all(seed:int):
 
 # %% ../nbs/20_train.ipynb #c026
 def check_cache(cache, grid):
-    "Refuse a cache that lacks `grid` or has no RICORD training and tuning cases, saying how to make it."
+    "Refuse a cache that lacks `grid` (the loaders' own check) or has no RICORD training and tuning cases, saying how to make it."
     man_p = Path(cache)/'manifest.csv'
     if not man_p.is_file(): raise CovsegInputError(man_p, "no manifest: run `covseg prepare DATA_ROOT CACHE` first")
     man = pd.read_csv(man_p)
-    if f"cache_{grid_name(grid)}" not in man.columns:
-        have = [c[6:] for c in man.columns if c.startswith('cache_')]
-        raise CovsegInputError(man_p, f"has no {grid_name(grid)} grid (it has {', '.join(have) or 'none'}); run `covseg prepare DATA_ROOT {cache} --grids {grid_name(grid)},...`")
     for sp in ('train', 'tune'):
-        if not (man.split == sp).any(): raise CovsegInputError(man_p, f"has no RICORD {sp!r} cases to train on")
+        if not entries(cache, man, grid, sp): raise CovsegInputError(man_p, f"has no RICORD {sp!r} cases to train on")
 
 def is_synthetic_cache(cache)->bool|None:
     "Are the training cases of this cache synthetic (None if unknown)?"
