@@ -27,7 +27,8 @@ from .loaders import make_dls, AugConfig, entries
 __all__ = ['PROFILES', 'CKPT_FORMAT', 'DiceCELoss', 'dice_per_item', 'MacroDice', 'StageConfig', 'TrainConfig', 'get_config',
            'one_cycle_scheds', 'FrozenEncoderEval', 'NonFiniteLossError', 'StopOnNonFinite', 'rng_state',
            'set_rng_state', 'loader_state', 'set_loader_state', 'save_checkpoint', 'load_checkpoint', 'EpochCheckpoint',
-           'build_model', 'check_cache', 'is_synthetic_cache', 'train_stage', 'plot_log', 'train']
+           'build_model', 'check_cache', 'is_synthetic_cache', 'grid_spacing', 'write_data_info', 'train_stage',
+           'plot_log', 'train']
 
 # %% ../nbs/20_train.ipynb #c007
 class DiceCELoss(nn.Module):
@@ -262,6 +263,21 @@ def is_synthetic_cache(cache)->bool|None:
     if 'synthetic' not in man.columns: return None
     return bool(man[man.dataset == 'ricord'].synthetic.all())
 
+def grid_spacing(cache, grid, split:str='train')->tuple:
+    "Median voxel spacing (z, y, x) in mm of the RICORD `split` cases once resized to `grid`: the resolution the model learnt at."
+    man = pd.read_csv(Path(cache)/'manifest.csv')
+    rows = man[(man.dataset == 'ricord') & (man.split == split)]
+    if not len(rows): raise CovsegInputError(Path(cache)/'manifest.csv', f"has no RICORD {split!r} cases")
+    ext = np.array([[int(a) * float(b) for a, b in zip(sh.split('x'), sp.split('x'))] for sh, sp in zip(rows['shape'], rows.spacing)])
+    return tuple(round(float(v), 4) for v in np.median(ext, 0) / np.asarray(grid, float))
+
+def write_data_info(cfg:TrainConfig, cache, run_dir)->dict:
+    "Record with the run where its data came from and the voxel spacing of each stage's grid (`RUN_DIR/data.json`)."
+    info = dict(cache=str(Path(cache).resolve()), synthetic=is_synthetic_cache(cache),
+                spacing={str(k): list(grid_spacing(cache, cfg.stage(k).grid)) for k in (1, 2)})
+    with atomic_path(Path(run_dir)/'data.json') as t: t.write_text(json.dumps(info, indent=1))
+    return info
+
 # %% ../nbs/20_train.ipynb #c027
 def train_stage(cfg:TrainConfig, k:int, cache, run_dir, resume:bool=False, dls=None, device=None, init:dict|None=None, quiet:bool=False, cbs=())->dict:
     "Train stage `k` (1 or 2) of `cfg` on `cache` into `run_dir/stage<k>`; resume a killed run if asked; return its summary."
@@ -338,6 +354,7 @@ def train(cfg:TrainConfig, cache, run_dir, stages=(1, 2), resume:bool=False, dev
         if saved != cfg.to_dict() and (resume or 1 not in stages):
             raise CovsegInputError(cpath, "this run was made with another configuration; use the same profile and options, or a new RUN_DIR")
     with atomic_path(cpath) as t: t.write_text(json.dumps(cfg.to_dict(), indent=1))
+    write_data_info(cfg, cache, run_dir)
     out = []
     for k in stages:
         init = None
