@@ -9,7 +9,7 @@ DEMO_CACHE ?= cache/demo
 DEMO_CASES ?= 12
 DEMO_RUN ?= runs/demo
 
-.PHONY: install demo test nbtest check-sync clean-outputs
+.PHONY: install demo test nbtest check-sync clean-outputs browser docs-check
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || python3 -m venv $(VENV)
@@ -27,11 +27,22 @@ demo: $(STAMP)
 	rm -rf $(DEMO_RUN)
 	$(BIN)/covseg train $(DEMO_CACHE) $(DEMO_RUN) --profile demo
 
-# Notebook tests (cells flagged cuda/data/slow are skipped), then the check that notebooks are clean
-# and the exported library is in step with them.
-test: $(STAMP)
+# Notebook tests (cells flagged cuda/data/slow are skipped), the docs check, then the check that
+# notebooks are clean and the exported library is in step with them.
+test: $(STAMP) browser
 	$(BIN)/nbdev-test --n-workers 2
+	$(MAKE) docs-check
 	$(MAKE) check-sync
+
+# Headless Chromium and its driver for the HTML viewer's browser tests (Debian packages), installed only when missing.
+browser:
+	@command -v chromium >/dev/null && command -v chromedriver >/dev/null || { \
+	  s=$$([ "$$(id -u)" = 0 ] || echo sudo); \
+	  $$s apt-get update -qq && $$s env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver; }
+
+# Docs checks without Quarto: nbdev-proc-nbs, nbconvert of every processed notebook, the HTML viewers in headless Chromium.
+docs-check: $(STAMP) browser
+	$(PY) tools/check_docs.py
 
 check-sync: $(STAMP)
 	@if git rev-parse --git-dir >/dev/null 2>&1; then \
