@@ -51,12 +51,30 @@ def build_parser()->argparse.ArgumentParser:
     t.add_argument('--resume', action='store_true', help='continue a run that was stopped (same settings)')
     t.add_argument('--weights', type=Path, help="local r3d_18 Kinetics-400 weights file (torchvision's r3d_18-b3b3357e.pth) instead of downloading")
     t.add_argument('--device', default=None, help="'cuda', 'cpu', ... (default: a GPU if there is one)")
+    r = sub.add_parser('predict', help='segment one study (NIfTI file or DICOM series folder); the mask is written as NIfTI on its grid')
+    r.add_argument('model', type=Path, help='a training run folder, one of its stage folders, or its stage2/best.pth')
+    r.add_argument('input', type=Path, help='a NIfTI file or a folder holding one DICOM series')
+    r.add_argument('output', type=Path, help='the mask to write (.nii.gz)')
+    r.add_argument('--mode', choices=['paper', 'sliding'], default='paper', help="'paper': whole volume resized as trained; 'sliding': patches at the training spacing")
+    r.add_argument('--tta', action='store_true', help='average over flipped copies (test-time augmentation)')
+    r.add_argument('--overwrite', action='store_true', help='replace OUTPUT if it exists')
+    r.add_argument('--device', default=None)
+    e = sub.add_parser('evaluate', help="score a run on the tuning and hold-out sets (Dice, NSD); write RUN_DIR/eval/cases.csv and tables.md")
+    e.add_argument('run_dir', type=Path)
+    e.add_argument('--mode', choices=['paper', 'sliding', 'both'], default='paper')
+    e.add_argument('--tta', action='store_true')
+    e.add_argument('--cache', type=Path, help="the prepared cache (default: the one the run was trained on, from RUN_DIR/data.json)")
+    e.add_argument('--device', default=None)
+    e.add_argument('--report', action='store_true', help='also write RUN_DIR/report.html (like `covseg report`)')
+    o = sub.add_parser('report', help='write RUN_DIR/report.html (one self-contained page) and report.md from an evaluated run')
+    o.add_argument('run_dir', type=Path)
     return p
 
 # %% ../nbs/90_cli.ipynb #c007
 def main(argv=None)->int:
     "Run `covseg` with `argv` (default: the process arguments); return the exit status."
     a = build_parser().parse_args(argv)
+    nfail = 0
     try:
         if a.command == 'synth':
             ids = synthesize(a.out, a.cases, a.seed, a.size)
@@ -84,6 +102,28 @@ def main(argv=None)->int:
                 curves = Path(a.run_dir)/f"stage{r['stage']}"/'curves.png'
                 print(f"stage {r['stage']}: {r['epochs']} epochs, best tuning Dice {r['best_dice']:.3f} at epoch {r['best_epoch']}{tag}; curves: {curves}")
             return 0
+        if a.command == 'predict':
+            from covseg.infer import Predictor, predict_file
+            out = predict_file(Predictor.from_run(a.model, device=a.device), a.input, a.output, a.mode, a.tta, a.overwrite)
+            print(f"wrote {out}")
+            return 0
+        if a.command == 'evaluate':
+            from covseg.evaluate import evaluate, write_tables, mode_comparison
+            for m in (('paper', 'sliding') if a.mode == 'both' else (a.mode,)):
+                res, fails = evaluate(a.run_dir, m, a.tta, a.cache, a.device)
+                nfail += len(fails)
+                for f in fails: print(f"  failed ({m} mode): {f}", file=sys.stderr)
+            cases = pd.read_csv(Path(a.run_dir)/'eval'/'cases.csv', dtype={'case_id': str})
+            tag = ' (SYNTHETIC data: not results of the paper)' if cases.synthetic.any() else ''
+            print(f"mean per dataset{tag}:\n{mode_comparison(cases).to_string()}")
+            print(f"cases: {Path(a.run_dir)/'eval'/'cases.csv'}; tables: {write_tables(a.run_dir)}")
+            if a.report: a.command = 'report'
+            else: return 1 if nfail else 0
+        if a.command == 'report':
+            from covseg.report import report
+            page = report(a.run_dir)
+            print(f"report: {page.resolve()}  (open it in a browser; Markdown: {page.with_suffix('.md')})")
+            return 1 if nfail else 0
     except (CovsegInputError, FileExistsError) as e:
         print(f"covseg {a.command}: error: {e}", file=sys.stderr)
         return 2

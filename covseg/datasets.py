@@ -153,7 +153,7 @@ def polygon_mask(vertices, shape:tuple)->np.ndarray:
     out[r0:r1, c0:c1] = MplPath(v).contains_points(np.c_[cc.ravel(), rr.ravel()]).reshape(cc.shape)
     return out
 
-# %% ../nbs/03_datasets.ipynb #c025
+# %% ../nbs/03_datasets.ipynb #c026
 def annotation_polygons(a:dict, mode:str|None)->tuple:
     "(foreground, background) polygon lists of one annotation by its label's annotationMode; ([], []) for non-region modes or empty data."
     data = a.get('data')
@@ -162,7 +162,7 @@ def annotation_polygons(a:dict, mode:str|None)->tuple:
     if mode == 'mask': return list(data.get('foreground') or []), list(data.get('background') or [])
     return [], []       # bbox, line, location: not segmentations
 
-# %% ../nbs/03_datasets.ipynb #c027
+# %% ../nbs/03_datasets.ipynb #c028
 _SHARP = re.compile(r'bone|sharp|lung|\bB[6-9]\d|\bFC[5-9]\d|\bY[C-E]\b|\bD\b', re.I)
 
 def scan_dicom(root)->pd.DataFrame:
@@ -184,7 +184,7 @@ def choose_series(files:pd.DataFrame, annotated_sops:set=frozenset())->tuple:
     best = min(rows)
     return best[-1], f"axial CT, {-best[0]} annotated slices, {'sharp' if best[1] else 'soft-tissue'} kernel, {-best[3]} slices, of {len(rows)} axial series"
 
-# %% ../nbs/03_datasets.ipynb #c030
+# %% ../nbs/03_datasets.ipynb #c031
 def read_ricord(root, annotations=None)->tuple:
     "RICORD 1a studies under `root` (DICOM + MD.ai export, found under `root` unless given), and failures."
     root = Path(root)
@@ -211,7 +211,7 @@ def read_ricord(root, annotations=None)->tuple:
                           extra=dict(study_uid=st, series_uid=uid, series_choice=why, files=list(s.path), annotations=anns, mdai=mdai)))
     return cases, failures
 
-# %% ../nbs/03_datasets.ipynb #c033
+# %% ../nbs/03_datasets.ipynb #c034
 INFECTIOUS = ('Infectious opacity', 'Infectious TIB/micronodules', 'Infectious cavity')
 
 def ricord_mask(vol:Volume, anns:list, mdai:MdaiExport, labels=INFECTIOUS, series_uid=None)->tuple:
@@ -254,7 +254,7 @@ def convert_ricord(case:Case, out_dir, labels=INFECTIOUS, clip=(-2000., 500.))->
     extra = {k: v for k, v in case.extra.items() if k not in ('annotations', 'mdai', 'files')}
     return Case('ricord', case.case_id, case.patient_id, str(ip), str(mp), (1,), None, dict(extra, source=case.image, **st))
 
-# %% ../nbs/03_datasets.ipynb #c041
+# %% ../nbs/03_datasets.ipynb #c042
 def split_by_patient(cases:pd.DataFrame, tune_frac:float=0.15, seed:int=42)->dict:
     "patient_id -> 'train'/'tune': a seeded split of whole patients, aiming at `tune_frac` of the cases for tuning."
     per_patient = cases.groupby('patient_id').size().sort_index()

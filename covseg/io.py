@@ -311,7 +311,7 @@ def read_dicom_series(files, folder=None)->Volume:
                 patient_id=h0['patient_id'], files=[h['path'] for h in hs])
     return Volume(arr, Geometry.from_sitk(img), str(folder), meta)
 
-# %% ../nbs/00_io.ipynb #c043
+# %% ../nbs/00_io.ipynb #c044
 def read_image(path)->Volume:
     "Read a CT volume from a NIfTI/MHA/NRRD file or a folder holding one DICOM series."
     path = Path(path)
@@ -320,7 +320,7 @@ def read_image(path)->Volume:
     if not path.exists(): raise CovsegInputError(path, "not found")
     raise CovsegInputError(path, f"unknown format (expected a DICOM folder or one of {', '.join(NIFTI_SUFFIXES)})")
 
-# %% ../nbs/00_io.ipynb #c045
+# %% ../nbs/00_io.ipynb #c046
 def check_same_grid(image:Volume, mask:Volume):
     "Raise a clear error when an image and its mask do not lie on the same voxel grid."
     a, b = image.geometry, mask.geometry
