@@ -20,12 +20,14 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 # The main job on the embedded synthetic data: synthesise the three datasets, convert and cache them
-# (at the demo profile's small grids), then train both stages with the demo profile.
+# (at the demo profile's small grids), train both stages with the demo profile, evaluate both
+# inference modes on the tuning and hold-out sets and write the report (runs/demo/report.html).
 demo: $(STAMP)
 	$(BIN)/covseg synth $(DEMO_DATA) --cases $(DEMO_CASES) --seed 0
 	$(BIN)/covseg prepare $(DEMO_DATA) $(DEMO_CACHE) --resplit --grids 16x48x48,16x64x64
 	rm -rf $(DEMO_RUN)
 	$(BIN)/covseg train $(DEMO_CACHE) $(DEMO_RUN) --profile demo
+	$(BIN)/covseg evaluate $(DEMO_RUN) --mode both --report
 
 # Notebook tests (cells flagged cuda/data/slow are skipped), the docs check, then the check that
 # notebooks are clean and the exported library is in step with them.

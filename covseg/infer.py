@@ -13,7 +13,7 @@ import torch
 from torch import nn
 from fastcore.basics import patch
 from .io import CovsegInputError, Volume, read_image, write_image, progress, is_image_file, NIFTI_SUFFIXES
-from .preprocess import resize, resize_geometry, resample_to
+from .preprocess import resize, resize_geometry, resample_to, canonical_flips
 from .loaders import normalise_hu
 from .model import R3DUNet, read_state_dict
 
@@ -101,9 +101,9 @@ def model_input(vol:Volume, # the study, in HU
                )->Volume:
     "`vol` resized to `size` as the training cache does (block average + trilinear, rounded to whole HU), then windowed to [-1, 1]."
     size = tuple(int(s) for s in size)
-    arr = vol.array.astype(np.float32) if tuple(vol.shape) == size else resize(vol, size).array   # same grid: nothing to interpolate
-    arr = normalise_hu(np.round(arr))
-    return Volume(arr, resize_geometry(vol.geometry, size) if tuple(vol.shape) != size else vol.geometry, vol.path)
+    same = tuple(vol.shape) == size and not any(canonical_flips(vol.geometry.direction))   # same grid, LPS already: nothing to interpolate
+    r = vol if same else resize(vol, size)
+    return Volume(normalise_hu(np.round(r.array.astype(np.float32, copy=False))), r.geometry, vol.path)
 
 def _warn_small(vol:Volume, grid:tuple):
     "Say when paper mode upsamples a study along some axis."

@@ -18,18 +18,25 @@ from .synth import is_synthetic
 from .datasets import (Case, Failure, _failure, read_coronacases, read_mosmed, read_ricord, convert_ricord, INFECTIOUS, split_by_patient)
 
 # %% auto #0
-__all__ = ['CACHE_VERSION', 'PAPER_GRIDS', 'DATASETS', 'resize_geometry', 'resample_to', 'resize', 'grid_name', 'parse_grid',
-           'fingerprint', 'cache_key', 'entry_dir', 'read_meta', 'is_valid', 'load_case', 'load_sample', 'read_case',
-           'cache_case', 'load_split', 'prepare', 'summary']
+__all__ = ['CACHE_VERSION', 'PAPER_GRIDS', 'DATASETS', 'canonical_flips', 'resize_geometry', 'resample_to', 'resize', 'grid_name',
+           'parse_grid', 'fingerprint', 'cache_key', 'entry_dir', 'read_meta', 'is_valid', 'load_case', 'load_sample',
+           'read_case', 'cache_case', 'load_split', 'prepare', 'summary']
 
 # %% ../nbs/04_preprocess.ipynb #c006
-def resize_geometry(g:Geometry, size)->Geometry:
-    "Geometry of a grid of `size` (z, y, x) voxels covering the same physical box as `g`."
+def canonical_flips(direction)->tuple:
+    "Per (z, y, x) axis of a grid with ITK `direction`: does it run against the LPS patient axis it is closest to?"
+    D = np.asarray(direction, float).reshape(3, 3)          # column i: ITK axis i (x, y, z) in patient coordinates
+    return tuple(bool(D[np.abs(D[:, i]).argmax(), i] < 0) for i in (2, 1, 0))
+
+def resize_geometry(g:Geometry, size, canonical:bool=True)->Geometry:
+    "Geometry of a grid of `size` (z, y, x) voxels covering the same physical box as `g`, its axes flipped to LPS if `canonical`."
     size = tuple(int(s) for s in size)
     sp = np.asarray(g.spacing) * np.asarray(g.size) / np.asarray(size)
     shift_idx = ((sp - np.asarray(g.spacing)) / 2 / np.asarray(g.spacing))      # new voxel-0 centre, in old (z, y, x) index units
-    origin = g.index_to_physical(shift_idx)
-    return Geometry(size, tuple(float(s) for s in sp), tuple(float(o) for o in origin), g.direction)
+    flips = np.asarray(canonical_flips(g.direction) if canonical else (False,) * 3)
+    origin = g.index_to_physical(np.where(flips, np.asarray(g.size) - 1 - shift_idx, shift_idx))   # a flipped axis starts at the far end
+    D = np.asarray(g.direction, float).reshape(3, 3) * np.where(flips[::-1], -1., 1.)[None, :]
+    return Geometry(size, tuple(float(s) for s in sp), tuple(float(o) for o in origin), tuple(float(v) for v in D.ravel()))
 
 # %% ../nbs/04_preprocess.ipynb #c008
 def _blank(g:Geometry, pixel=sitk.sitkFloat32)->sitk.Image:
@@ -60,8 +67,8 @@ def resize(vol:Volume, size, mask:bool=False)->Volume:
     g = resize_geometry(vol.geometry, size)
     return Volume(_resize_sitk(_mask255(vol) if mask else to_sitk(vol), g, mask), g, vol.path, dict(vol.meta))
 
-# %% ../nbs/04_preprocess.ipynb #c012
-CACHE_VERSION = 1
+# %% ../nbs/04_preprocess.ipynb #c014
+CACHE_VERSION = 2            # 2: grids oriented canonically (LPS)
 PAPER_GRIDS = ((18, 112, 112), (20, 256, 256))   # the paper's stage-1 and stage-2 whole-volume grids
 
 def grid_name(size)->str: return 'x'.join(str(int(s)) for s in size)
@@ -83,7 +90,7 @@ def cache_key(sources:list, params:dict)->str:
     blob = json.dumps(dict(v=CACHE_VERSION, sources=[fingerprint(p) for p in sources], params=params), sort_keys=True)
     return hashlib.sha1(blob.encode()).hexdigest()
 
-# %% ../nbs/04_preprocess.ipynb #c014
+# %% ../nbs/04_preprocess.ipynb #c016
 def entry_dir(cache, size, dataset, case_id)->Path: return Path(cache)/'grids'/grid_name(size)/dataset/case_id
 
 def read_meta(d)->dict|None:
@@ -96,7 +103,7 @@ def is_valid(d, key:str)->bool:
     m = read_meta(d)
     return m is not None and m.get('key') == key and all((Path(d)/f).is_file() for f in ('image.npy', 'mask.npy'))
 
-# %% ../nbs/04_preprocess.ipynb #c015
+# %% ../nbs/04_preprocess.ipynb #c017
 def load_case(d, mmap:bool=True)->tuple:
     "(image, mask, meta) of a cache entry; arrays memory-mapped unless `mmap` is False."
     m = read_meta(d)
@@ -109,7 +116,7 @@ def load_sample(d)->tuple:
     img, msk, _ = load_case(d)
     return img.astype(np.float32), np.array(msk)
 
-# %% ../nbs/04_preprocess.ipynb #c017
+# %% ../nbs/04_preprocess.ipynb #c019
 def read_case(case:Case)->tuple:
     "(image, binary infection mask) volumes of `case`, refusing mismatched grids, non-label masks and non-HU images."
     img = read_nifti(case.image)
@@ -126,7 +133,7 @@ def read_case(case:Case)->tuple:
     labels = list(case.mask_labels)
     return img, msk.with_array((m == labels[0]) if len(labels) == 1 else np.isin(m, labels))
 
-# %% ../nbs/04_preprocess.ipynb #c018
+# %% ../nbs/04_preprocess.ipynb #c020
 def cache_case(case:Case, cache, grids=PAPER_GRIDS, force:bool=False)->dict:
     "Build (or reuse) the cache entries of `case` for every grid; return {grid name: entry folder}."
     out, todo = {}, []
@@ -159,7 +166,7 @@ def cache_case(case:Case, cache, grids=PAPER_GRIDS, force:bool=False)->dict:
             if tmp.exists(): shutil.rmtree(tmp, ignore_errors=True)
     return out
 
-# %% ../nbs/04_preprocess.ipynb #c020
+# %% ../nbs/04_preprocess.ipynb #c022
 DATASETS = ('ricord', 'coronacases', 'mosmed')
 
 def _roots(data_root, coronacases=None, mosmed=None, ricord=None)->dict:
@@ -189,7 +196,7 @@ def load_split(path, cases:pd.DataFrame, tune_frac:float, seed:int, resplit:bool
         pd.DataFrame(dict(patient_id=list(sp), split=list(sp.values()), seed=seed, tune_frac=tune_frac)).to_csv(t, index=False)
     return sp
 
-# %% ../nbs/04_preprocess.ipynb #c021
+# %% ../nbs/04_preprocess.ipynb #c023
 def _gather(roots:dict, cache:Path, ricord_annotations, ricord_labels, include_radiopaedia:bool)->tuple:
     "All usable cases (RICORD converted to NIfTI under `cache/nifti/ricord`) and the failures met on the way."
     cases, failures = [], []
@@ -217,7 +224,7 @@ def _convert_cached(c:Case, out:Path, labels)->Case:
     with atomic_path(side) as t: t.write_text(json.dumps(dict(key=key, case=asdict(conv))))
     return conv
 
-# %% ../nbs/04_preprocess.ipynb #c022
+# %% ../nbs/04_preprocess.ipynb #c024
 def prepare(data_root=None, cache='cache', coronacases=None, mosmed=None, ricord=None, ricord_annotations=None,
             grids=PAPER_GRIDS, ricord_labels=INFECTIOUS, tune_frac:float=0.15, seed:int=42, include_radiopaedia:bool=False,
             resplit:bool=False, force:bool=False)->tuple:
@@ -248,7 +255,7 @@ def prepare(data_root=None, cache='cache', coronacases=None, mosmed=None, ricord
         pd.DataFrame([asdict(f) for f in failures], columns=['dataset', 'case_id', 'path', 'problem']).to_csv(t, index=False)
     return man, failures
 
-# %% ../nbs/04_preprocess.ipynb #c023
+# %% ../nbs/04_preprocess.ipynb #c025
 def summary(man:pd.DataFrame)->pd.DataFrame:
     "Cases per dataset and split with their typical shape, spacing and infection volume, each row saying whether the data are synthetic."
     if man.empty: return pd.DataFrame()
