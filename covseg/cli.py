@@ -51,10 +51,12 @@ def build_parser()->argparse.ArgumentParser:
     t.add_argument('--resume', action='store_true', help='continue a run that was stopped (same settings)')
     t.add_argument('--weights', type=Path, help="local r3d_18 Kinetics-400 weights file (torchvision's r3d_18-b3b3357e.pth) instead of downloading")
     t.add_argument('--device', default=None, help="'cuda', 'cpu', ... (default: a GPU if there is one)")
-    r = sub.add_parser('predict', help='segment one study (NIfTI file or DICOM series folder); the mask is written as NIfTI on its grid')
+    r = sub.add_parser('predict', help='segment a study (or a folder of studies); masks as NIfTI on their grid, DICOM SEG for DICOM input')
     r.add_argument('model', type=Path, help='a training run folder, one of its stage folders, or its stage2/best.pth')
-    r.add_argument('input', type=Path, help='a NIfTI file or a folder holding one DICOM series')
-    r.add_argument('output', type=Path, help='the mask to write (.nii.gz)')
+    r.add_argument('input', type=Path, help='a NIfTI file, a DICOM series or study folder; or a folder of such studies (batch)')
+    r.add_argument('output', type=Path, help='the mask file to write (.nii.gz) for one study; a folder for a batch')
+    r.add_argument('--report', action='store_true', help='also lung masks and the severity report (JSON + HTML; one CSV row per study in a batch)')
+    r.add_argument('--no-seg', action='store_true', help='no DICOM SEG for DICOM input')
     r.add_argument('--mode', choices=['paper', 'sliding'], default='paper', help="'paper': whole volume resized as trained; 'sliding': patches at the training spacing")
     r.add_argument('--tta', action='store_true', help='average over flipped copies (test-time augmentation)')
     r.add_argument('--overwrite', action='store_true', help='replace OUTPUT if it exists')
@@ -103,10 +105,22 @@ def main(argv=None)->int:
                 print(f"stage {r['stage']}: {r['epochs']} epochs, best tuning Dice {r['best_dice']:.3f} at epoch {r['best_epoch']}{tag}; curves: {curves}")
             return 0
         if a.command == 'predict':
-            from covseg.infer import Predictor, predict_file
-            out = predict_file(Predictor.from_run(a.model, device=a.device), a.input, a.output, a.mode, a.tta, a.overwrite)
-            print(f"wrote {out}")
-            return 0
+            from covseg.infer import Predictor
+            from covseg.clinical import predict_one, predict_batch
+            from covseg.io import is_image_file
+            pr = Predictor.from_run(a.model, device=a.device)
+            if is_image_file(a.output):                  # one study
+                res = predict_one(pr, a.input, a.output, a.mode, a.tta, a.report, not a.no_seg, a.overwrite)
+                tag = ' (SYNTHETIC data)' if res['synthetic'] else ''
+                print(f"wrote {res['mask']}" + ''.join(f"\n      {res[k]}" for k in ('lungs', 'seg') if k in res) +
+                      ''.join(f"\n      {v}" for v in res.get('report', {}).values()) + tag)
+                return 0
+            df, fails = predict_batch(pr, a.input, a.output, a.mode, a.tta, a.report, not a.no_seg, a.overwrite)
+            n_skip = int((df.status != 'done').sum()) if len(df) else 0
+            print(f"{len(df) - n_skip} studies done, {n_skip} skipped (finished before), {len(fails)} failed; "
+                  f"results: {Path(a.output)/'studies.csv'}")
+            for f in fails: print(f"  failed: {f.case_id}: {f.path}: {f.problem}", file=sys.stderr)
+            return 1 if fails else 0
         if a.command == 'evaluate':
             from covseg.evaluate import evaluate, write_tables, mode_comparison
             for m in (('paper', 'sliding') if a.mode == 'both' else (a.mode,)):
