@@ -22,13 +22,15 @@ from fastai.callback.progress import ProgressCallback
 from .io import CovsegInputError, atomic_path
 from .model import R3DUNet, unet_splitter
 from .loaders import make_dls, AugConfig, entries
+from .distributed import (launched, setup, is_main, barrier, main_first, rank, world_size, rank_seed, ddp,
+                                broadcast_object, all_gather_object, all_ranks, unwrap_model, unwrap_dl)
 
 # %% auto #0
-__all__ = ['PROFILES', 'CKPT_FORMAT', 'DiceCELoss', 'dice_per_item', 'MacroDice', 'StageConfig', 'TrainConfig', 'get_config',
-           'one_cycle_scheds', 'FrozenEncoderEval', 'NonFiniteLossError', 'StopOnNonFinite', 'rng_state',
-           'set_rng_state', 'loader_state', 'set_loader_state', 'save_checkpoint', 'load_checkpoint', 'EpochCheckpoint',
-           'build_model', 'check_cache', 'is_synthetic_cache', 'grid_spacing', 'write_data_info', 'train_stage',
-           'plot_log', 'train']
+__all__ = ['PROFILES', 'CKPT_FORMAT', 'DiceCELoss', 'dice_counts', 'dice_from_counts', 'dice_per_item', 'MacroDice',
+           'StageConfig', 'TrainConfig', 'get_config', 'one_cycle_scheds', 'FrozenEncoderEval', 'NonFiniteLossError',
+           'StopOnNonFinite', 'rng_state', 'set_rng_state', 'loader_state', 'set_loader_state', 'save_checkpoint',
+           'load_checkpoint', 'EpochCheckpoint', 'build_model', 'check_cache', 'is_synthetic_cache', 'grid_spacing',
+           'write_data_info', 'train_stage', 'plot_log', 'train']
 
 # %% ../nbs/20_train.ipynb #c007
 class DiceCELoss(nn.Module):
@@ -46,17 +48,25 @@ class DiceCELoss(nn.Module):
         dice = (2 * (p * g).sum(dims) + self.smooth) / ((p * p).sum(dims) + (g * g).sum(dims) + self.smooth)
         return self.ce_weight * ce + self.dice_weight * (1 - dice).mean()
 
-# %% ../nbs/20_train.ipynb #c009
+# %% ../nbs/20_train.ipynb #c010
+def dice_counts(pred, target)->torch.Tensor:
+    "Per item of a batch of label maps: foreground voxels in both and |pred| + |target|, as an (n, 2) int64 tensor."
+    p, g = (pred.as_subclass(torch.Tensor) == 1).flatten(1), (target.as_subclass(torch.Tensor) == 1).flatten(1)
+    return torch.stack([(p & g).sum(1), p.sum(1) + g.sum(1)], 1)
+
+def dice_from_counts(c)->list:
+    "Dice per item from `dice_counts`; NaN when both are empty (0/0, as the reference metric)."
+    inter, tot = c[:, 0].float(), c[:, 1].float()
+    return [float('nan') if s == 0 else float(2 * i / s) for i, s in zip(inter, tot)]
+
 def dice_per_item(pred, target)->list:
     "Dice of the foreground per item of a batch of label maps; NaN when both are empty (0/0, as the reference metric)."
-    p, g = (pred.as_subclass(torch.Tensor) == 1).flatten(1), (target.as_subclass(torch.Tensor) == 1).flatten(1)
-    inter, tot = (p & g).sum(1).float(), (p.sum(1) + g.sum(1)).float()
-    return [float('nan') if s == 0 else float(2 * i / s) for i, s in zip(inter, tot)]
+    return dice_from_counts(dice_counts(pred, target))
 
 class MacroDice(Metric):
     "Mean over tuning cases of each case's Dice (macro average, as the paper reports); cases empty on both sides are left out."
     def reset(self): self.scores = []
-    def accumulate(self, learn): self.scores += dice_per_item(learn.pred.argmax(1), learn.y)
+    def accumulate(self, learn): self.scores += dice_from_counts(learn.to_detach(dice_counts(learn.pred.argmax(1), learn.y)))   # gathered over processes under DDP
     @property
     def value(self):
         s = np.array(self.scores, float)
@@ -64,7 +74,7 @@ class MacroDice(Metric):
     @property
     def name(self): return 'dice'
 
-# %% ../nbs/20_train.ipynb #c012
+# %% ../nbs/20_train.ipynb #c013
 @dataclass
 class StageConfig:
     "How one progressive-resizing stage trains."
@@ -120,7 +130,7 @@ def get_config(profile:str='paper', **kw)->TrainConfig:
     if profile not in PROFILES: raise ValueError(f"unknown profile {profile!r}; choose one of {list(PROFILES)}")
     return TrainConfig(profile=profile, **{**PROFILES[profile], **kw})
 
-# %% ../nbs/20_train.ipynb #c015
+# %% ../nbs/20_train.ipynb #c016
 def one_cycle_scheds(lr_max, n_epoch:int, start_epoch:int=0, pct_start:float=0.25, div:float=25., div_final:float=1e5, moms=(0.95, 0.85, 0.95))->dict:
     "fastai's one-cycle schedules for `n_epoch` epochs, as seen from `start_epoch` on (pct 0..1 over the remaining epochs)."
     s = start_epoch / n_epoch
@@ -129,12 +139,12 @@ def one_cycle_scheds(lr_max, n_epoch:int, start_epoch:int=0, pct_start:float=0.2
     shift = lambda f: (lambda p: f(s + p * (1 - s)))
     return {'lr': shift(lr), 'mom': shift(mom)}
 
-# %% ../nbs/20_train.ipynb #c018
+# %% ../nbs/20_train.ipynb #c019
 class FrozenEncoderEval(Callback):
     "While the encoder's parameters are frozen, keep its BatchNorm layers in eval mode (running statistics unchanged)."
     order = 1   # after TrainEvalCallback has put the model in train mode
     def before_train(self):
-        enc = self.learn.model.encoder
+        enc = unwrap_model(self.learn.model).encoder
         if not any(p.requires_grad for p in enc.parameters()):
             for m in enc.modules():
                 if isinstance(m, nn.modules.batchnorm._BatchNorm): m.eval()
@@ -146,12 +156,13 @@ class StopOnNonFinite(Callback):
     order = 5
     def __init__(self, epoch_offset:int=0, phase:str=''): self.epoch_offset, self.phase = epoch_offset, phase
     def after_loss(self):
-        if self.training and not torch.isfinite(self.learn.loss_grad).all():
-            raise NonFiniteLossError(f"non-finite loss ({float(self.learn.loss_grad)}) in phase {self.phase!r}, epoch "
+        if self.training and not all_ranks(torch.isfinite(self.learn.loss_grad).all()):   # all processes stop together
+            v = float(self.learn.loss_grad)
+            raise NonFiniteLossError(f"non-finite loss ({v if not math.isfinite(v) else 'on another process'}) in phase {self.phase!r}, epoch "
                                      f"{self.epoch_offset + self.epoch + 1}, batch {self.iter + 1}: the run stops; "
                                      "the last checkpoint is the last good epoch")
 
-# %% ../nbs/20_train.ipynb #c020
+# %% ../nbs/20_train.ipynb #c021
 CKPT_FORMAT = 'covseg-checkpoint-1'
 
 def rng_state()->dict:
@@ -169,7 +180,7 @@ def set_rng_state(s:dict):
 
 def loader_state(dls)->dict:
     "Shuffling and augmentation random states of a fastai `DataLoaders` (training loader)."
-    dl = dls.train
+    dl = unwrap_dl(dls.train)
     out = dict(shuffle=dl.rng.getstate())
     gens = [t.gen for t in getattr(dl.after_batch, 'fs', []) if isinstance(getattr(t, 'gen', None), torch.Generator)]
     if gens: out['aug'] = [g.get_state() for g in gens]
@@ -207,7 +218,7 @@ def load_checkpoint(path)->dict:
     if missing: raise CovsegInputError(path, f"checkpoint lacks {', '.join(missing)}")
     return ck
 
-# %% ../nbs/20_train.ipynb #c023
+# %% ../nbs/20_train.ipynb #c024
 class EpochCheckpoint(Callback):
     "After every epoch: log it, keep the best model by tuning Dice, write the full checkpoint (all atomically)."
     order = 60          # after Recorder (50), which has computed the epoch's losses and metrics
@@ -218,20 +229,26 @@ class EpochCheckpoint(Callback):
         if self.training: self.tot += self.learn.loss.detach().item() * len(self.learn.yb[0]); self.n += len(self.learn.yb[0])
     def after_epoch(self):
         _, vl, dice = [float(v) for v in self.learn.recorder.values[-1][:3]]
-        tl = self.tot / max(self.n, 1)
+        tot, n = map(sum, zip(*all_gather_object((self.tot, self.n))))   # over all processes' shares (one process: its own)
         ep = self.offset + self.epoch + 1         # epochs done in this phase
         st = self.state
-        st['log'].append(dict(phase=self.phase, epoch=ep, stage_epoch=len(st['log']) + 1, train_loss=tl, valid_loss=vl, dice=dice,
-                              lr=float(self.learn.opt.hypers[-1]['lr']), time=time.strftime('%Y-%m-%dT%H:%M:%S')))
-        if math.isfinite(dice) and dice > st['best']:
-            st['best'], st['best_epoch'] = dice, len(st['log'])
-            with atomic_path(self.dir/'best.pth') as t: torch.save(self.learn.model.state_dict(), t)
+        row = broadcast_object(dict(phase=self.phase, epoch=ep, stage_epoch=len(st['log']) + 1, train_loss=tot / max(n, 1), valid_loss=vl,
+                                    dice=dice, lr=float(self.learn.opt.hypers[-1]['lr']), time=time.strftime('%Y-%m-%dT%H:%M:%S')))
+        st['log'].append(row)                     # rank 0's row on every process: one best-epoch decision
+        better = math.isfinite(row['dice']) and row['dice'] > st['best']
+        if better: st['best'], st['best_epoch'] = row['dice'], len(st['log'])
+        streams = all_gather_object(dict(rng=rng_state(), loader=loader_state(self.learn.dls))) if launched() else None
+        if not is_main(): return
+        model = unwrap_model(self.learn.model)
+        if better:
+            with atomic_path(self.dir/'best.pth') as t: torch.save(model.state_dict(), t)
         with atomic_path(self.dir/'log.csv') as t: pd.DataFrame(st['log']).to_csv(t, index=False)
-        save_checkpoint(self.dir/'checkpoint.pth', model=self.learn.model.state_dict(), opt=self.learn.opt.state_dict(),
+        save_checkpoint(self.dir/'checkpoint.pth', model=model.state_dict(), opt=self.learn.opt.state_dict(),
                         phase=self.phase_idx, epoch=ep, best=st['best'], best_epoch=st['best_epoch'], log=st['log'],
-                        rng=rng_state(), loader=loader_state(self.learn.dls), config=self.cfg.to_dict())
+                        rng=rng_state(), loader=loader_state(self.learn.dls), config=self.cfg.to_dict(),
+                        **({'ranks': streams} if streams else {}))
 
-# %% ../nbs/20_train.ipynb #c025
+# %% ../nbs/20_train.ipynb #c026
 def build_model(cfg:TrainConfig)->R3DUNet:
     "The U-Net of `cfg`: Kinetics-400 encoder weights if asked, from a local file if given."
     return R3DUNet(cfg.n_classes, pretrained=cfg.pretrained and cfg.weights is None, weights=cfg.weights)
@@ -247,7 +264,13 @@ def _learner(cfg:TrainConfig, stage:StageConfig, dls, model)->Learner:
 def _seed_all(seed:int):
     random.seed(seed); np.random.seed(seed); torch.manual_seed(seed)
 
-# %% ../nbs/20_train.ipynb #c026
+def _saved_streams(ck:dict)->dict|None:
+    "This process's random streams in checkpoint `ck`: rank 0's (the one-process ones), or its own if saved by as many processes."
+    if not launched() or rank() == 0: return dict(rng=ck['rng'], loader=ck.get('loader'))
+    ranks = ck.get('ranks') or []
+    return ranks[rank()] if len(ranks) == world_size() else None   # else: keep the fresh streams `rank_seed` gave it
+
+# %% ../nbs/20_train.ipynb #c027
 def check_cache(cache, grid):
     "Refuse a cache that lacks `grid` (the loaders' own check) or has no RICORD training and tuning cases, saying how to make it."
     man_p = Path(cache)/'manifest.csv'
@@ -278,10 +301,11 @@ def write_data_info(cfg:TrainConfig, cache, run_dir)->dict:
     with atomic_path(Path(run_dir)/'data.json') as t: t.write_text(json.dumps(info, indent=1))
     return info
 
-# %% ../nbs/20_train.ipynb #c027
+# %% ../nbs/20_train.ipynb #c028
 def train_stage(cfg:TrainConfig, k:int, cache, run_dir, resume:bool=False, dls=None, device=None, init:dict|None=None, quiet:bool=False, cbs=())->dict:
     "Train stage `k` (1 or 2) of `cfg` on `cache` into `run_dir/stage<k>`; resume a killed run if asked; return its summary."
     stage, run_dir = cfg.stage(k), Path(run_dir)
+    if launched(): device = setup(device)    # one of several processes (torchrun): join the group; this process's GPU, or the CPU
     sdir = run_dir/f"stage{k}"
     done = sdir/'done.json'
     if resume and done.exists(): return json.loads(done.read_text())
@@ -291,14 +315,17 @@ def train_stage(cfg:TrainConfig, k:int, cache, run_dir, resume:bool=False, dls=N
         if ck['config'] != cfg.to_dict(): raise CovsegInputError(sdir/'checkpoint.pth', "was written with another configuration; resume with the same settings or start a new run")
     elif sdir.exists() and any(sdir.iterdir()) and not resume:
         raise FileExistsError(f"{sdir}: holds a run already; use resume=True (--resume) to continue it or choose another RUN_DIR")
-    sdir.mkdir(parents=True, exist_ok=True)
+    barrier()                           # every process has looked at the folder before rank 0 writes into it
+    if is_main(): sdir.mkdir(parents=True, exist_ok=True)
     _seed_all(cfg.seed + k)
     if dls is None:
         check_cache(cache, stage.grid)
-        dls = make_dls(cache, stage.grid, stage.bs, aug=AugConfig(**cfg.aug), device=device, seed=cfg.seed + k)
+        dls = make_dls(cache, stage.grid, stage.bs, aug=AugConfig(**cfg.aug), device=device, seed=rank_seed(cfg.seed + k))   # each process augments its own way
     if cfg.max_batches:                 # smoke runs: fewer items per epoch (fastai drops the losses of cancelled passes, so no cancelling)
         for dl in (dls.train, dls.valid): dl.n = min(dl.n, cfg.max_batches * dl.bs)
-    model = build_model(cfg) if init is None and ck is None else R3DUNet(cfg.n_classes)   # no download when weights follow anyway
+    with main_first():                  # the same seed, the same initial weights on every process; rank 0 downloads first
+        model = build_model(cfg) if init is None and ck is None else R3DUNet(cfg.n_classes)   # no download when weights follow anyway
+    if launched(): _seed_all(rank_seed(cfg.seed + k))
     if init is not None: model.load_state_dict(init)
     learn = _learner(cfg, stage, dls, model)
     if quiet: learn.remove_cbs(ProgressCallback)
@@ -309,28 +336,33 @@ def train_stage(cfg:TrainConfig, k:int, cache, run_dir, resume:bool=False, dls=N
         state = dict(log=ck['log'], best=ck['best'], best_epoch=ck['best_epoch'])
         first_phase, first_epoch = ck['phase'], ck['epoch']
     phases, restored, extra = stage.phases(), ck is None, cbs
-    for i, (name, n, lr, frozen) in enumerate(phases):
-        if i < first_phase: continue
-        start = first_epoch if i == first_phase else 0
-        if start >= n: continue
-        learn.freeze() if frozen else learn.unfreeze()
-        if not restored:                # continue exactly: optimiser (within a phase), random streams, loader shuffling
-            if i == first_phase: learn.opt.load_state_dict(dict(ck['opt'], hypers=L(ck['opt']['hypers'])))
-            set_rng_state(ck['rng']); set_loader_state(dls, ck.get('loader'))
-            restored = True
-        cbs = [ParamScheduler(one_cycle_scheds(lr, n, start, stage.pct_start)), StopOnNonFinite(start, name),
-               EpochCheckpoint(sdir, state, i, name, start, cfg)]
-        learn.fit(n - start, cbs=cbs + list(extra), wd=stage.wd)
+    with ddp(learn, device):            # several processes: fastai's `distrib_ctx` (DDP); one process: as it is
+        for i, (name, n, lr, frozen) in enumerate(phases):
+            if i < first_phase: continue
+            start = first_epoch if i == first_phase else 0
+            if start >= n: continue
+            learn.freeze() if frozen else learn.unfreeze()
+            if not restored:            # continue exactly: optimiser (within a phase), random streams, loader shuffling
+                if i == first_phase: learn.opt.load_state_dict(dict(ck['opt'], hypers=L(ck['opt']['hypers'])))
+                if (own := _saved_streams(ck)) is not None: set_rng_state(own['rng']); set_loader_state(dls, own.get('loader'))
+                restored = True
+            cbs = [ParamScheduler(one_cycle_scheds(lr, n, start, stage.pct_start)), StopOnNonFinite(start, name),
+                   EpochCheckpoint(sdir, state, i, name, start, cfg)]
+            learn.fit(n - start, cbs=cbs + list(extra), wd=stage.wd)
+    barrier()                           # rank 0 has written the last epoch's files
     if not (sdir/'best.pth').exists(): raise RuntimeError(f"{sdir}: no epoch produced a finite tuning Dice; nothing to keep")
     model.load_state_dict(torch.load(sdir/'best.pth', map_location='cpu', weights_only=True))   # the paper: reload the best at the end
     synthetic = is_synthetic_cache(cache)
     summary = dict(stage=k, profile=cfg.profile, epochs=len(state['log']), best_dice=state['best'], best_epoch=state['best_epoch'],
-                   grid=list(stage.grid), synthetic=synthetic, best_model=str(sdir/'best.pth'))
-    plot_log(sdir/'log.csv', sdir/'curves.png', title=f"stage {k} ({cfg.profile} profile)" + (', SYNTHETIC data' if synthetic else ''))
-    with atomic_path(done) as t: t.write_text(json.dumps(summary, indent=1))
+                   grid=list(stage.grid), synthetic=synthetic, best_model=str(sdir/'best.pth'),
+                   processes=world_size())   # data-parallel processes (GPUs) of the run that finished the stage; the paper: 1
+    if is_main():
+        plot_log(sdir/'log.csv', sdir/'curves.png', title=f"stage {k} ({cfg.profile} profile)" + (', SYNTHETIC data' if synthetic else ''))
+        with atomic_path(done) as t: t.write_text(json.dumps(summary, indent=1))
+    barrier()                           # the stage is on disk when any process returns
     return summary
 
-# %% ../nbs/20_train.ipynb #c028
+# %% ../nbs/20_train.ipynb #c029
 def plot_log(log_csv, out_png=None, title:str=''):
     "Training curves (losses and tuning Dice per epoch) of a stage's log; saved as PNG if `out_png`."
     import matplotlib; import matplotlib.pyplot as plt
@@ -344,17 +376,21 @@ def plot_log(log_csv, out_png=None, title:str=''):
     if out_png is not None: fig.savefig(out_png, dpi=90); plt.close(fig)
     return fig
 
-# %% ../nbs/20_train.ipynb #c029
+# %% ../nbs/20_train.ipynb #c031
 def train(cfg:TrainConfig, cache, run_dir, stages=(1, 2), resume:bool=False, device=None, quiet:bool=False)->list:
     "Train the stages of `cfg` in order (stage 2 starts from stage 1's best weights); save the config with the run; return the stage summaries."
-    run_dir = Path(run_dir); run_dir.mkdir(parents=True, exist_ok=True)
+    if launched(): device = setup(device)    # started by torchrun / accelerate launch: data-parallel, rank 0 writes
+    run_dir = Path(run_dir)
     cpath = run_dir/'config.json'
     if cpath.exists():
         saved = json.loads(cpath.read_text())
         if saved != cfg.to_dict() and (resume or 1 not in stages):
             raise CovsegInputError(cpath, "this run was made with another configuration; use the same profile and options, or a new RUN_DIR")
-    with atomic_path(cpath) as t: t.write_text(json.dumps(cfg.to_dict(), indent=1))
-    write_data_info(cfg, cache, run_dir)
+    barrier()                           # every process has checked the saved config before rank 0 replaces it
+    if is_main():
+        run_dir.mkdir(parents=True, exist_ok=True)
+        with atomic_path(cpath) as t: t.write_text(json.dumps(cfg.to_dict(), indent=1))
+        write_data_info(cfg, cache, run_dir)
     out = []
     for k in stages:
         init = None
