@@ -99,7 +99,8 @@ def main(argv=None)->int:
             cfg = get_config(a.profile, **kw)
             stages = (1, 2) if a.stage == 'both' else (int(a.stage),)
             res = train(cfg, a.cache, a.run_dir, stages, a.resume, a.device)
-            for r in res:
+            from covseg.distributed import is_main
+            for r in (res if is_main() else []):          # under torchrun only rank 0 reports
                 tag = ' (SYNTHETIC data: not a result of the paper)' if r['synthetic'] else ''
                 curves = Path(a.run_dir)/f"stage{r['stage']}"/'curves.png'
                 print(f"stage {r['stage']}: {r['epochs']} epochs, best tuning Dice {r['best_dice']:.3f} at epoch {r['best_epoch']}{tag}; curves: {curves}")
