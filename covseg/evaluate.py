@@ -13,15 +13,14 @@ import pandas as pd
 from .io import CovsegInputError, atomic_path, read_image, write_image, progress
 from .datasets import Failure, _failure
 from .infer import Predictor, predict
-from .metrics import case_metrics, summarise, micro_dice, paper_table, markdown_table, PAPER_TABLE3
+from .metrics import case_metrics, summarise, micro_dice, paper_table, markdown_table, PAPER_TABLE3, dataset_order
 
 # %% auto #0
-__all__ = ['EVAL_SPLITS', 'DATASET_ORDER', 'resolve', 'eval_cases', 'evaluate_case', 'run_info', 'evaluate', 'mode_comparison',
-           'tables_markdown', 'write_tables', 'plot_cases']
+__all__ = ['EVAL_SPLITS', 'resolve', 'eval_cases', 'evaluate_case', 'run_info', 'evaluate', 'mode_comparison', 'tables_markdown',
+           'write_tables', 'plot_cases']
 
 # %% ../nbs/33_evaluate.ipynb #c006
 EVAL_SPLITS = dict(ricord='tune', coronacases='test', mosmed='test')   # dataset -> the split that is scored
-DATASET_ORDER = ('ricord', 'coronacases', 'mosmed')
 
 def resolve(p, cache)->Path:
     "Path `p` from a manifest: as written, else relative to the cache folder or one of its parents."
@@ -40,8 +39,8 @@ def eval_cases(cache, splits:dict=EVAL_SPLITS)->pd.DataFrame:
     for d, sp in splits.items(): keep |= ((man.dataset == d) & (man.split == sp)).values
     rows = man[keep & man['mask'].notna()].copy()
     for k in ('image', 'mask'): rows[k] = [str(resolve(p, cache)) for p in rows[k]]
-    order = {d: i for i, d in enumerate(DATASET_ORDER)}
-    return rows.sort_values(['dataset', 'case_id'], key=lambda s: s.map(order).fillna(99) if s.name == 'dataset' else s).reset_index(drop=True)
+    order = {d: i for i, d in enumerate(dataset_order(rows.dataset))}
+    return rows.sort_values(['dataset', 'case_id'], key=lambda s: s.map(order) if s.name == 'dataset' else s).reset_index(drop=True)
 
 # %% ../nbs/33_evaluate.ipynb #c011
 def evaluate_case(predictor:Predictor, row, mode:str='paper', tta:bool=False, out_dir=None, tolerance_mm:float=3.)->dict:
@@ -99,8 +98,7 @@ def mode_comparison(cases:pd.DataFrame)->pd.DataFrame:
     "Mean Dice and NSD per dataset for each inference mode, side by side."
     g = cases.groupby(['dataset', 'mode'])[['dice', 'nsd']].mean().unstack('mode')
     g.columns = [f'{m} {k}' for k, m in g.columns]
-    order = [d for d in DATASET_ORDER if d in g.index] + [d for d in g.index if d not in DATASET_ORDER]
-    return g.loc[order].round(3)
+    return g.loc[dataset_order(g.index)].round(3)
 
 def tables_markdown(cases:pd.DataFrame, synthetic:bool)->str:
     "Tables 1-2 per mode, micro Dice, the mode comparison and the paper's Table 3, as one Markdown text."
@@ -130,7 +128,7 @@ def plot_cases(cases:pd.DataFrame, metric:str='dice', ax=None, synthetic:bool|No
     "Per-case `metric` against the reference lesion volume (mL, log scale), one colour per dataset and marker per mode."
     import matplotlib.pyplot as plt
     if ax is None: _, ax = plt.subplots(figsize=(5, 3.4))
-    for i, d in enumerate([d for d in DATASET_ORDER if d in set(cases.dataset)]):
+    for i, d in enumerate(dataset_order(cases.dataset)):
         for mode, mk in (('paper', 'o'), ('sliding', 'x')):
             c = cases[(cases.dataset == d) & (cases['mode'] == mode)]
             if len(c): ax.scatter(c.gt_ml.clip(lower=1e-2), c[metric], marker=mk, color=f'C{i}', label=f'{d} ({mode})', s=22)

@@ -15,7 +15,8 @@ from .io import CovsegInputError
 
 # %% auto #0
 __all__ = ['DATASETS', 'DATASET_NAMES', 'PAPER_TABLE1', 'PAPER_TABLE2', 'PAPER_TABLE3', 'SYNTHETIC_LABEL', 'dice',
-           'normalized_surface_dice', 'case_metrics', 'summarise', 'micro_dice', 'paper_table', 'markdown_table']
+           'normalized_surface_dice', 'case_metrics', 'dataset_order', 'summarise', 'micro_dice', 'paper_table',
+           'markdown_table']
 
 # %% ../nbs/30_metrics.ipynb #c007
 class _NumpyCompat(types.ModuleType):
@@ -130,7 +131,7 @@ def case_metrics(pred, # predicted mask, (z, y, x), bool or 0/1 integers
 DATASETS = ('ricord', 'coronacases', 'mosmed')   # the paper's order: tuning split, then the two hold-out sets
 DATASET_NAMES = {'ricord': 'RICORD', 'coronacases': 'Coronacases', 'mosmed': 'MosMedData'}
 
-def _order(datasets)->list:
+def dataset_order(datasets)->list:
     "The paper's datasets first, in its order, then any others alphabetically."
     s = set(datasets)
     return [d for d in DATASETS if d in s] + sorted(s - set(DATASETS))
@@ -151,7 +152,7 @@ def summarise(cases:pd.DataFrame, # one row per case: `dataset` and the metric's
     bad = v.notna() & ~v.between(0, 1)
     if bad.any(): raise CovsegInputError('cases', f"column {metric!r} has values outside [0, 1], e.g. {v[bad].iloc[0]!r}")
     rows = []
-    for ds in _order(cases['dataset'].unique()):
+    for ds in dataset_order(cases['dataset'].unique()):
         x = v[cases['dataset'] == ds]
         ok = x.dropna()
         rows.append(dict(dataset=ds, n=len(x), n_undefined=int(x.isna().sum()), mean=ok.mean(), std=ok.std(ddof=1),
@@ -164,13 +165,13 @@ def micro_dice(cases:pd.DataFrame, # one row per case with `dataset`, `tp`, `pre
     "Per dataset, Dice of all its voxels pooled: 2 Σ tp / Σ (pred_voxels + gt_voxels)."
     _check_cases(cases, ['tp', 'pred_voxels', 'gt_voxels'])
     out = {}
-    for ds in _order(cases['dataset'].unique()):
+    for ds in dataset_order(cases['dataset'].unique()):
         c = cases[cases['dataset'] == ds]
         den = float(c['pred_voxels'].sum() + c['gt_voxels'].sum())
         out[ds] = 2 * float(c['tp'].sum()) / den if den else float('nan')
     return pd.Series(out, name='micro_dice', dtype=float).rename_axis('dataset')
 
-# %% ../nbs/30_metrics.ipynb #c038
+# %% ../nbs/30_metrics.ipynb #c039
 def _paper(rows, caption)->pd.DataFrame:
     "One of the paper's per-dataset tables, with its caption in `attrs`."
     df = pd.DataFrame(rows, columns=['n', 'mean', 'std', 'lowest', 'highest'], index=pd.Index(DATASETS, name='dataset'))
@@ -182,7 +183,7 @@ PAPER_TABLE1 = _paper([(17, .679, .130, .398, .846), (10, .648, .132, .362, .783
 PAPER_TABLE2 = _paper([(17, .781, .124, .480, .911), (10, .716, .135, .457, .862), (50, .597, .270, .060, .926)],
                       "Bressem et al. 2021, Table 2: normalised surface Dice per case (macro average; RICORD = tuning split, the others hold-out)")
 
-# %% ../nbs/30_metrics.ipynb #c040
+# %% ../nbs/30_metrics.ipynb #c041
 _T3_FOOTNOTES = {
     1: "Müller et al. report the accuracy for 5-fold cross-validation; we report the mean of 5 folds.",
     2: "Ma et al. defined different tasks for segmentation, of which we report the accuracy of subtasks 3, as it is the most similar to our methods and thus most comparable.",
@@ -202,7 +203,7 @@ PAPER_TABLE3 = pd.DataFrame([
 PAPER_TABLE3.attrs['caption'] = ("Bressem et al. 2021, Table 3 (the PAPER's numbers, published context; not measured by covseg): "
                                  "overview of the results from previous studies, with the paper's footnotes")
 
-# %% ../nbs/30_metrics.ipynb #c043
+# %% ../nbs/30_metrics.ipynb #c044
 SYNTHETIC_LABEL = "SYNTHETIC data — not a reproduction of the paper"
 
 def _f3(v)->str:
@@ -225,7 +226,7 @@ def paper_table(cases:pd.DataFrame, # one row per case (`dataset` and the metric
     ours = summarise(cases, metric)
     who = 'covseg (SYNTHETIC)' if synthetic else 'covseg'
     rows = []
-    for ds in _order([*ours.index, *paper.index]):
+    for ds in dataset_order([*ours.index, *paper.index]):
         o = ours.loc[ds] if ds in ours.index else None
         p = paper.loc[ds] if ds in paper.index else None
         rows.append({'dataset': DATASET_NAMES.get(ds, ds),
@@ -244,7 +245,7 @@ def paper_table(cases:pd.DataFrame, # one row per case (`dataset` and the metric
     df.attrs['caption'] = f"{SYNTHETIC_LABEL}. {cap}" if synthetic else cap
     return df
 
-# %% ../nbs/30_metrics.ipynb #c045
+# %% ../nbs/30_metrics.ipynb #c046
 def _md_cell(v)->str:
     "One Markdown table cell: floats to 3 decimals, pipes escaped."
     if isinstance(v, (float, np.floating)): v = _f3(float(v))

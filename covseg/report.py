@@ -13,8 +13,8 @@ import pandas as pd
 import matplotlib
 import matplotlib.pyplot as plt
 from .io import CovsegInputError, atomic_path, read_image
-from .evaluate import run_info, eval_cases, tables_markdown, mode_comparison, DATASET_ORDER
-from .metrics import paper_table, micro_dice, markdown_table, PAPER_TABLE3
+from .evaluate import run_info, eval_cases, tables_markdown, mode_comparison
+from .metrics import paper_table, micro_dice, markdown_table, PAPER_TABLE3, dataset_order
 from .viewer import SliceViewer
 
 # %% auto #0
@@ -24,7 +24,7 @@ __all__ = ['LUNG_WINDOW', 'pick_cases', 'key_slice', 'draw_panel', 'figure2', 'c
 def pick_cases(cases:pd.DataFrame, metric:str='dice')->pd.DataFrame:
     "Per dataset the best, median and worst case by `metric` (undefined scores skipped), labelled in column `pick`."
     out = []
-    for d in [d for d in DATASET_ORDER if d in set(cases.dataset)] + sorted(set(cases.dataset) - set(DATASET_ORDER)):
+    for d in dataset_order(cases.dataset):
         c = cases[(cases.dataset == d) & cases[metric].notna()].sort_values(metric, ascending=False, kind='stable')
         if not len(c): continue
         for pick, i in (('best', 0), ('median', (len(c) - 1) // 2), ('worst', len(c) - 1)):
