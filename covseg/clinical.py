@@ -108,7 +108,8 @@ def predict_one(predictor:Predictor, input, output, mode:str='paper', tta=False,
 def predict_batch(predictor:Predictor, input_dir, output_dir, mode:str='paper', tta=False, report:bool=True, seg:bool=True,
                   overwrite:bool=False, quiet:bool=False)->tuple:
     "Segment every study in `input_dir` into `output_dir/<study>/`; skip finished ones; return (results DataFrame, failures)."
-    studies, output_dir = find_studies(input_dir), Path(output_dir)
+    output_dir = Path(output_dir)
+    studies = [s for s in find_studies(input_dir) if s.resolve() != output_dir.resolve()]   # an OUTPUT_DIR inside INPUT_DIR is not a study
     ids = [study_id(s) for s in studies]
     dup = sorted({i for i in ids if ids.count(i) > 1})
     if dup: raise CovsegInputError(input_dir, f"two studies would share the output name {dup[0]!r}; rename one")
