@@ -128,6 +128,9 @@ def main(argv=None)->int:
                 res, fails = evaluate(a.run_dir, m, a.tta, a.cache, a.device)
                 nfail += len(fails)
                 for f in fails: print(f"  failed ({m} mode): {f}", file=sys.stderr)
+            from covseg.evaluate import evaluate_lungs
+            lungs = evaluate_lungs(a.run_dir, 'paper' if a.mode != 'sliding' else 'sliding', cache=a.cache)
+            if len(lungs): print(f"lung masks vs the shipped ones (mean Dice left/right): {lungs.dice_left.mean():.3f} / {lungs.dice_right.mean():.3f}")
             cases = pd.read_csv(Path(a.run_dir)/'eval'/'cases.csv', dtype={'case_id': str})
             tag = ' (SYNTHETIC data: not results of the paper)' if cases.synthetic.any() else ''
             print(f"mean per dataset{tag}:\n{mode_comparison(cases).to_string()}")

@@ -13,11 +13,14 @@ import pandas as pd
 from .io import CovsegInputError, atomic_path, read_image, write_image, progress
 from .datasets import Failure, _failure
 from .infer import Predictor, predict
-from .metrics import case_metrics, summarise, micro_dice, paper_table, markdown_table, PAPER_TABLE3, dataset_order
+from .metrics import (case_metrics, summarise, micro_dice, paper_table, markdown_table, PAPER_TABLE3, dataset_order, dice,
+                            normalized_surface_dice)
+from .io import Volume
+from .lungmask import lung_mask
 
 # %% auto #0
 __all__ = ['EVAL_SPLITS', 'resolve', 'eval_cases', 'evaluate_case', 'run_info', 'evaluate', 'mode_comparison', 'tables_markdown',
-           'write_tables', 'plot_cases']
+           'write_tables', 'plot_cases', 'lung_agreement', 'evaluate_lungs']
 
 # %% ../nbs/33_evaluate.ipynb #c006
 EVAL_SPLITS = dict(ricord='tune', coronacases='test', mosmed='test')   # dataset -> the split that is scored
@@ -136,3 +139,34 @@ def plot_cases(cases:pd.DataFrame, metric:str='dice', ax=None, synthetic:bool|No
     syn = bool(cases.synthetic.any()) if synthetic is None and 'synthetic' in cases else bool(synthetic)
     ax.set_title(f'{metric} per case' + (' (SYNTHETIC data)' if syn else ''), fontsize=9); ax.legend(fontsize=7)
     return ax
+
+# %% ../nbs/33_evaluate.ipynb #c027
+def lung_agreement(image:Volume, reference:Volume, infiltrate=None, tolerance_mm:float=1.)->dict:
+    "Dice and NSD per lung of covseg's lung mask (with `infiltrate` added) against a reference lung mask with labels 1 and 2."
+    ours, ref = lung_mask(image, infiltrate=infiltrate).array, reference.array
+    x = {k: float(reference.geometry.index_to_physical(np.argwhere(ref == k).mean(0))[0]) if (ref == k).any() else np.nan for k in (1, 2)}
+    if not np.isfinite(list(x.values())).all(): raise CovsegInputError(reference.path, "needs both lung labels, 1 and 2")
+    left = 1 if x[1] > x[2] else 2                     # LPS: +x is the patient's left
+    out = dict(reference_left_label=left)
+    for side, o, r in (('left', 1, left), ('right', 2, 3 - left)):
+        out[f'dice_{side}'] = dice(ours == o, ref == r)
+        out[f'nsd_{side}'] = normalized_surface_dice(ours == o, ref == r, image.spacing, tolerance_mm)
+    return out
+
+def evaluate_lungs(run_dir, mode:str='paper', use_prediction:bool=True, cache=None)->pd.DataFrame:
+    "covseg's lung masks against the shipped ones for every evaluated case that has one; written to `eval/lungs.csv`."
+    run_dir = Path(run_dir)
+    info = run_info(run_dir)
+    cases = eval_cases(cache or info['data']['cache'])
+    cases = cases[cases['lung_mask'].notna()] if 'lung_mask' in cases else cases.iloc[:0]
+    rows = []
+    for _, r in cases.iterrows():
+        img = read_image(r['image'])
+        inf = read_image(run_dir/'eval'/mode/'masks'/r['dataset']/f"{r['case_id']}.nii.gz").array > 0 if use_prediction else None
+        rows.append(dict(dataset=r['dataset'], case_id=r['case_id'], mode=mode, with_prediction=use_prediction,
+                         **lung_agreement(img, read_image(resolve(r['lung_mask'], cache or info['data']['cache'])), inf)))
+    df = pd.DataFrame(rows, columns=None if rows else ['dataset', 'case_id', 'mode', 'dice_left', 'dice_right', 'nsd_left', 'nsd_right'])
+    df['synthetic'] = bool(info['data'].get('synthetic'))
+    (run_dir/'eval').mkdir(exist_ok=True)
+    with atomic_path(run_dir/'eval'/'lungs.csv') as t: df.to_csv(t, index=False)
+    return df

@@ -150,6 +150,13 @@ def report(run_dir, viewer_mode:str='paper')->Path:
         H.append(_table_html(paper_table(c, 'nsd', synthetic), f"Table 2: normalised surface Dice (3 mm), covseg ({m} mode) and the paper"))
         H.append(_table_html(micro_dice(c).round(3).to_frame('micro Dice').rename_axis('dataset'), f"Micro-averaged Dice ({m} mode){tag}"))
     if len(modes) > 1: H.append(_table_html(mode_comparison(allc), 'Inference modes compared (mean per dataset)' + tag))
+    lp = run_dir/'eval'/'lungs.csv'
+    lungs = pd.read_csv(lp, dtype={'case_id': str}) if lp.is_file() else pd.DataFrame()
+    if len(lungs):
+        lt = lungs.groupby('dataset')[['dice_left', 'dice_right', 'nsd_left', 'nsd_right']].agg(['mean', 'min']).round(3)
+        lt.columns = [f'{a} {b}' for a, b in lt.columns]
+        cap = f"covseg's lung masks (with the predicted infiltrate) against the dataset's own lung masks, Dice and NSD at 1 mm{tag}"
+        H.append(_table_html(lt, cap)); M += [markdown_table(lt, cap), '']
     H.append(_table_html(PAPER_TABLE3.set_index('publication'), "Table 3 of the paper: published results of previous studies (their numbers, reproduced as context)"))
     M.append(tables_markdown(allc, synthetic))
     H.append('<h2>Figures</h2>'); M += ['## Figures', '']
