@@ -11,7 +11,7 @@ from pathlib import Path
 import pandas as pd
 from .io import (CovsegInputError, Volume, atomic_path, read_image, read_dicom_series, write_image, is_image_file,
                        dicom_header, progress)
-from .datasets import scan_dicom, choose_series, Failure, _failure
+from .datasets import scan_dicom, choose_series, _failure
 from .synth import is_synthetic
 from .infer import Predictor, predict
 from .lungmask import lung_mask

@@ -11,9 +11,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 from .io import CovsegInputError, atomic_path, read_image, write_image, progress
-from .datasets import Failure, _failure
+from .datasets import _failure
 from .infer import Predictor, predict
-from .metrics import (case_metrics, summarise, micro_dice, paper_table, markdown_table, PAPER_TABLE3, dataset_order, dice,
+from .metrics import (case_metrics, micro_dice, paper_table, markdown_table, PAPER_TABLE3, dataset_order, dice,
                             normalized_surface_dice)
 from .io import Volume
 from .lungmask import lung_mask

@@ -13,7 +13,7 @@ import torch
 from torch import nn
 from fastcore.basics import patch
 from .io import CovsegInputError, Volume, read_image, write_image, progress, is_image_file, NIFTI_SUFFIXES
-from .preprocess import resize, resize_geometry, resample_to, canonical_flips
+from .preprocess import resize, resample_to, canonical_flips
 from .loaders import normalise_hu
 from .model import R3DUNet, read_state_dict
 

@@ -10,7 +10,6 @@ import base64, html, json
 from pathlib import Path
 import numpy as np
 import pandas as pd
-import matplotlib
 import matplotlib.pyplot as plt
 from .io import CovsegInputError, atomic_path, read_image
 from .evaluate import run_info, eval_cases, tables_markdown, mode_comparison

@@ -365,7 +365,7 @@ def train_stage(cfg:TrainConfig, k:int, cache, run_dir, resume:bool=False, dls=N
 # %% ../nbs/20_train.ipynb #c029
 def plot_log(log_csv, out_png=None, title:str=''):
     "Training curves (losses and tuning Dice per epoch) of a stage's log; saved as PNG if `out_png`."
-    import matplotlib; import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt
     d = pd.read_csv(log_csv)
     fig, ax = plt.subplots(1, 2, figsize=(9, 3.2))
     ax[0].plot(d.stage_epoch, d.train_loss, label='train loss'); ax[0].plot(d.stage_epoch, d.valid_loss, label='tuning loss')
