@@ -10,7 +10,7 @@ import json, time
 from pathlib import Path
 import pandas as pd
 from .io import (CovsegInputError, Volume, atomic_path, read_image, read_dicom_series, write_image, is_image_file,
-                       dicom_header, progress)
+                       dicom_header, progress, NIFTI_SUFFIXES)
 from .datasets import scan_dicom, choose_series, _failure
 from .synth import is_synthetic
 from .infer import Predictor, predict
@@ -37,7 +37,7 @@ def find_studies(input_dir)->list:
 def study_id(path)->str:
     "A study's name in outputs: the file name without its image suffix, or the folder name."
     n = Path(path).name
-    for s in ('.nii.gz', '.nii', '.mha', '.mhd', '.nrrd'):
+    for s in sorted(NIFTI_SUFFIXES, key=len, reverse=True):       # '.nii.gz' before '.nii'
         if n.lower().endswith(s): return n[:-len(s)]
     return n
 

@@ -14,10 +14,10 @@ import matplotlib.pyplot as plt
 from .io import CovsegInputError, atomic_path, read_image
 from .evaluate import run_info, eval_cases, tables_markdown, mode_comparison
 from .metrics import paper_table, micro_dice, markdown_table, PAPER_TABLE3, dataset_order
-from .viewer import SliceViewer
+from .viewer import SliceViewer, WINDOWS, display_orientation, orient_slice
 
 # %% auto #0
-__all__ = ['LUNG_WINDOW', 'pick_cases', 'key_slice', 'draw_panel', 'figure2', 'curves_figure', 'report']
+__all__ = ['pick_cases', 'key_slice', 'draw_panel', 'figure2', 'curves_figure', 'report']
 
 # %% ../nbs/34_report.ipynb #c006
 def pick_cases(cases:pd.DataFrame, metric:str='dice')->pd.DataFrame:
@@ -37,13 +37,15 @@ def key_slice(truth:np.ndarray, pred:np.ndarray|None=None)->int:
     return truth.shape[0] // 2
 
 # %% ../nbs/34_report.ipynb #c009
-LUNG_WINDOW = (-1350., 150.)     # W 1500, L -600
-
-def draw_panel(ax, image:np.ndarray, truth:np.ndarray, pred:np.ndarray, k:int, spacing, title:str=''):
-    "Axial slice `k` of `image` (HU) on `ax` with the `truth` contour in red and the `pred` contour in green."
-    ax.imshow(image[k], cmap='gray', vmin=LUNG_WINDOW[0], vmax=LUNG_WINDOW[1], aspect=spacing[1] / spacing[2], interpolation='nearest')
+def draw_panel(ax, image:np.ndarray, truth:np.ndarray, pred:np.ndarray, k:int, geometry, title:str=''):
+    "Axial slice `k` of `image` (HU) on `geometry` drawn radiologically on `ax`, the `truth` contour red and the `pred` contour green."
+    o = display_orientation(geometry.direction)
+    sz, sy, sx = geometry.spacing
+    aspect = sx / sy if o and o[0] else sy / sx                   # rows over columns, in mm
+    w, l = WINDOWS['lung']
+    ax.imshow(orient_slice(image[k], o), cmap='gray', vmin=l - w / 2, vmax=l + w / 2, aspect=aspect, interpolation='nearest')
     for m, c in ((truth, 'red'), (pred, 'lime')):
-        if m[k].any(): ax.contour(m[k].astype(float), [0.5], colors=c, linewidths=0.8)
+        if m[k].any(): ax.contour(orient_slice(m[k], o).astype(float), [0.5], colors=c, linewidths=0.8)
     ax.set_title(title, fontsize=8); ax.axis('off')
 
 def figure2(cases:pd.DataFrame, masks_dir, synthetic:bool, out_png=None, metric:str='dice'):
@@ -57,7 +59,7 @@ def figure2(cases:pd.DataFrame, masks_dir, synthetic:bool, out_png=None, metric:
         pr = read_image(Path(masks_dir)/r['dataset']/f"{r['case_id']}.nii.gz")
         k = key_slice(gt.array, pr.array)
         ax = axs[ds.index(r['dataset']), ('best', 'median', 'worst').index(r['pick'])]
-        draw_panel(ax, img.array, gt.array > 0, pr.array > 0, k, img.spacing, f"{r['dataset']} {r['pick']}: {r['case_id']}\n{metric} {r[metric]:.3f}, slice {k}")
+        draw_panel(ax, img.array, gt.array > 0, pr.array > 0, k, img.geometry, f"{r['dataset']} {r['pick']}: {r['case_id']}\n{metric} {r[metric]:.3f}, slice {k}")
     for a in axs.ravel():
         if not a.images: a.axis('off')
     fig.suptitle('Reference (red) and prediction (green)' + (' — SYNTHETIC data, not the paper' if synthetic else ''), fontsize=10)
