@@ -14,13 +14,14 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 from fastai.torch_core import TensorImage, TensorMask, default_device
-from fastai.data.core import TfmdDL, DataLoaders, ItemTransform
+from fastai.data.core import TfmdDL, DataLoaders, ItemTransform, Transform
 from .io import CovsegInputError
 from .preprocess import load_case, grid_name
 
 # %% auto #0
-__all__ = ['HU_WINDOW', 'NOISE_BANK_SEED', 'normalise_hu', 'entries', 'CachedVolumes', 'AugConfig', 'corner_points', 'rotation',
-           'dense', 'zpass', 'warp1', 'warp', 'draw', 'noise_window', 'augment', 'Augment3D', 'make_dls']
+__all__ = ['HU_WINDOW', 'NOISE_BANK_SEED', 'normalise_hu', 'entries', 'CachedVolumes', 'LungWindow', 'AugConfig', 'corner_points',
+           'rotation', 'dense', 'zsteps', 'zpass', 'warp1', 'warp', 'draw', 'noise_window', 'augment', 'Augment3D',
+           'make_dls']
 
 # %% ../nbs/11_loaders.ipynb #c007
 HU_WINDOW = (-1350., 150.)   # lung window W1500 L-600: clipped, then scaled to [-1, 1]
@@ -35,7 +36,10 @@ def _window_(x):
 
 def normalise_hu(x):
     "`x` (HU; NumPy array or torch tensor) clipped to `HU_WINDOW` and scaled linearly to [-1, 1]; integers become float32."
-    if isinstance(x, torch.Tensor): return _window_(x.clone() if x.is_floating_point() else x.float())
+    if isinstance(x, torch.Tensor):
+        if x.is_floating_point(): return _window_(x.clone())
+        lo, hi = HU_WINDOW; a = 2 / (hi - lo)                               # integers: clip in their own (narrower) type, then one pass to float32
+        return torch.mul(x.clamp(int(lo), int(hi)), a, out=torch.empty(x.shape, dtype=torch.float32, device=x.device)).sub_(1 + lo * a)
     x = np.asarray(x)
     return _window_(x.copy() if np.issubdtype(x.dtype, np.floating) else x.astype(np.float32))
 
@@ -52,7 +56,7 @@ def entries(cache, manifest:pd.DataFrame, grid, split:str)->list:
 
 # %% ../nbs/11_loaders.ipynb #c015
 class CachedVolumes(torch.utils.data.Dataset):
-    "Items (image 1 x D x H x W float32 in [-1, 1], mask D x H x W int64) from cache entry folders."
+    "Items (image 1 x D x H x W int16 in HU, mask D x H x W uint8) from cache entry folders, as stored; `LungWindow` scales images per batch."
     n_inp = 1
     def __init__(self,
                  entries:list,              # entry folders (absolute), e.g. from `entries`
@@ -63,8 +67,12 @@ class CachedVolumes(torch.utils.data.Dataset):
     def __len__(self): return len(self.entries)
     def __getitem__(self, i):
         img, msk, _ = load_case(self.entries[i])
-        x = _window_(torch.from_numpy(img.astype(np.float32)))              # one new array, scaled in place
-        return TensorImage(x[None]), TensorMask(torch.from_numpy(msk.astype(np.int64)))
+        return TensorImage(torch.from_numpy(np.array(img))[None]), TensorMask(torch.from_numpy(np.array(msk)))   # copies of the memory maps
+
+class LungWindow(Transform):
+    "Batch transform: images (HU) through `normalise_hu` on the batch's device, for training and validation alike; masks pass."
+    order = 10                                  # before `Augment3D` (50): augmentation works on the windowed image
+    def encodes(self, x:TensorImage): return TensorImage(normalise_hu(x.as_subclass(torch.Tensor)))
 
 # %% ../nbs/11_loaders.ipynb #c018
 @dataclass
@@ -135,43 +143,53 @@ def _buf(ws:dict, name:str, shape, like:torch.Tensor, dim:int=0)->torch.Tensor:
     return b.narrow(dim, 0, shape[dim])
 
 def _slice_bounds(zc:torch.Tensor, D:int)->tuple:
-    "First and last source slice with non-zero weight for every output slice, from the z map's corner values `zc` (2 x 2 x 2, voxel units)."
+    "Lowest and highest padded slice (0 to D + 1) each output slice can read, from the z map's corner values `zc` (2 x 2 x 2, padded voxel units)."
     t = torch.linspace(0, 1, D, dtype=zc.dtype).view(D, 1, 1)
     sl = zc[:1] * (1 - t) + zc[1:] * t                                       # corner values of each output slice; bilinear in-plane, so its extremes
-    lo = (sl.amin((1, 2)) - 1e-3).floor().long().clamp(0, D - 1)
-    hi = ((sl.amax((1, 2)) + 1e-3).floor().long() + 1).clamp(0, D - 1)
+    lo = (sl.amin((1, 2)) - 1e-3).floor().long().clamp(0, D + 1)
+    hi = (sl.amax((1, 2)) + 1e-3).ceil().long().clamp(0, D + 1)
     return lo.tolist(), hi.tolist()
 
-def zpass(v:torch.Tensor, s:torch.Tensor, lo:list, hi:list, out:torch.Tensor|None=None, ws:dict|None=None, ds=None)->torch.Tensor:
-    "One item `v` (C x D x H x W) linearly resampled along z (zero outside): output slice d (of `ds`, default all), column (h, w) reads source slice `s[d, h, w]`; returns len(ds) x C x H x W."
-    C, D, H, W = v.shape
+def zsteps(vp:torch.Tensor, dv:torch.Tensor|None=None)->torch.Tensor:
+    "Zero the end slices of `vp` (C x D+2 x H x W, a volume in its inner slices) in place and return its steps `dv[k] = vp[k + 1] - vp[k]` (C x D+1 x H x W, into `dv` if given)."
+    vp[:, 0].zero_(); vp[:, -1].zero_()
+    dv = vp.new_empty(vp.shape[0], vp.shape[1] - 1, *vp.shape[2:]) if dv is None else dv
+    return torch.sub(vp[:, 1:], vp[:, :-1], out=dv)
+
+def zpass(vp:torch.Tensor, dv:torch.Tensor, s:torch.Tensor, lo:list, hi:list, out:torch.Tensor|None=None, ws:dict|None=None, ds=None)->torch.Tensor:
+    "An item linearly resampled along z, zero beyond it, from `zsteps`' `vp` and `dv`: output slice d (of `ds`, default all), column (h, w) reads padded slice `s[d, h, w]`; returns len(ds) x C x H x W."
+    C, D, H, W = vp.shape[0], vp.shape[1] - 2, *vp.shape[2:]
     ds = range(D) if ds is None else ds
     ws = {} if ws is None else ws
-    out = v.new_empty(len(ds), C, H, W) if out is None else out
-    T = max(hi[d] - lo[d] for d in ds) + 1
-    ks = torch.arange(D, dtype=v.dtype, device=v.device).view(D, 1, 1)
-    wb, pb = _buf(ws, 'zw', (T, H, W), v), _buf(ws, 'zp', (C, T, H, W), v, dim=1)
+    out = vp.new_empty(len(ds), C, H, W) if out is None else out
+    ks = torch.arange(D + 2, dtype=vp.dtype, device=vp.device).view(-1, 1, 1)
     for i, d in enumerate(ds):
-        n = hi[d] - lo[d] + 1
-        w = torch.sub(s[d], ks[lo[d]:hi[d] + 1], out=wb[:n]).abs_().sub_(1).clamp_(max=0)       # minus the hat weight 1 - |s - k| of each source slice k
-        torch.sum(torch.mul(v[:, lo[d]:hi[d] + 1], w, out=pb[:, :n]), 1, out=out[i])
-    return out.neg_()
+        l, h = lo[d], hi[d]
+        o = out[i].copy_(vp[:, l])                                            # the value at the lowest slice the output slice reads,
+        w = torch.sub(s[d], ks[l:h], out=_buf(ws, 'zw', (h - l, H, W), vp)).clamp_(0, 1)   # how far past slice k each column reads,
+        for k in range(h - l): o.addcmul_(dv[:, l + k], w[k])                 # times the step above k
+    return out
 
 def warp1(x:torch.Tensor, y:torch.Tensor, corners:torch.Tensor, out_x:torch.Tensor, out_y:torch.Tensor, ws:dict|None=None, chunk:int=2):
     "Resample one image `x` (1 x D x H x W, padded with -1) and its mask `y` (D x H x W, thresholded at 0.5) together through the map given by its corner values (2 x 2 x 2 x 3) into `out_x` and `out_y`."
     ws = {} if ws is None else ws
     D, H, W = y.shape
-    v = _buf(ws, 'v', (2, D, H, W), x)
-    v[0].copy_(x[0]).add_(1); v[1].copy_(y)                                   # -1 (outside the field of view) -> 0, so zero padding pads with it
     c = corners[None].to(x.device, x.dtype)
-    s = dense(c[..., 2:], (D, H, W), out=_buf(ws, 's', (1, 1, D, H, W), x))[0, ..., 0].mul_(D / 2).add_((D - 1) / 2)   # source slice, voxel units
-    lo, hi = _slice_bounds(corners[..., 2].double() * D / 2 + (D - 1) / 2, D)
+    zc = corners[..., 2].double() * (D / 2) + (D + 1) / 2                      # source slice in padded voxel units
+    planar = bool((zc - torch.tensor([1., D], dtype=zc.dtype).view(2, 1, 1)).abs().max() < 1e-6)   # output slice d reads slice d: no z pass
+    if not planar:
+        vp = _buf(ws, 'vp', (2, D + 2, H, W), x)
+        torch.add(x[0], 1, out=vp[0, 1:-1]); vp[1, 1:-1].copy_(y)             # -1 (outside the field of view) -> 0, so zero padding pads with it
+        dv = zsteps(vp, _buf(ws, 'dv', (2, D + 1, H, W), x))
+        s = dense(zc[None, ..., None].to(x.device, x.dtype), (D, H, W), out=_buf(ws, 's', (1, 1, D, H, W), x))[0, ..., 0]
+        lo, hi = _slice_bounds(zc, D)
     a, dx, tx = _edges(c[..., :2], (D, H, W))
     n = min(chunk, D)
     tb, gb = _buf(ws, 't', (n, 2, H, W), x), _buf(ws, 'g', (2, n, H, W), x)
     for j in range(0, D, n):                                                  # a few slices at a time, so that they stay in the cache between the passes
         m = min(n, D - j)
-        t = zpass(v, s, lo, hi, out=tb[:m], ws=ws, ds=range(j, j + m))        # pass 1 (z); its slices are the batch of pass 2 (in-plane)
+        if planar: t = tb[:m]; torch.add(x[0, j:j + m], 1, out=t[:, 0]); t[:, 1].copy_(y[j:j + m])   # (reads only slices not yet written: safe in place)
+        else: t = zpass(vp, dv, s, lo, hi, out=tb[:m], ws=ws, ds=range(j, j + m))   # pass 1 (z); its slices are the batch of pass 2 (in-plane)
         g = torch.addcmul(a[0, :, j:j + m], dx[0, :, j:j + m], tx, out=gb[:, :m]).permute(1, 2, 3, 0)
         o = F.grid_sample(t, g, mode='bilinear', padding_mode='zeros', align_corners=False)
         torch.sub(o[:, 0], 1, out=out_x[0, j:j + m]); torch.gt(o[:, 1], 0.5, out=out_y[j:j + m])
@@ -182,7 +200,7 @@ def warp(x:torch.Tensor, y:torch.Tensor, corners:torch.Tensor, ws:dict|None=None
     for i in range(len(x)): warp1(x[i], y[i], corners[i], xo[i], yo[i], ws)
     return xo, yo
 
-# %% ../nbs/11_loaders.ipynb #c029
+# %% ../nbs/11_loaders.ipynb #c031
 def draw(cfg:AugConfig, n:int, size, gen:torch.Generator)->dict:
     "Random parameters of `n` items on a (D, H, W) grid: per-item group choices and strengths, and the corner values of each spatial map."
     u = torch.rand(n, 36, generator=gen, dtype=torch.float64)
@@ -222,7 +240,7 @@ def augment(x:torch.Tensor, y:torch.Tensor, p:dict, ws:dict|None=None, inplace:b
                 xo[i].add_(noise_window(ws, x[i], float(p['noise_at'][i])), alpha=float(p['noise_sd'][i] * p['noise_sign'][i]))
     return xo, yo
 
-# %% ../nbs/11_loaders.ipynb #c031
+# %% ../nbs/11_loaders.ipynb #c033
 class Augment3D(ItemTransform):
     "Per-item random 3D augmentation of a batch (image, mask), on the batch's device; training batches only."
     split_idx, order = 0, 50
@@ -242,7 +260,7 @@ class Augment3D(ItemTransform):
     def __getstate__(self): return {k: v for k, v in self.__dict__.items() if k != 'ws'}
     def __setstate__(self, d): self.__dict__.update(d, ws={})
 
-# %% ../nbs/11_loaders.ipynb #c043
+# %% ../nbs/11_loaders.ipynb #c045
 def make_dls(cache,                          # the cache folder `prepare` wrote
              grid,                           # (z, y, x) or a name like '20x256x256'
              bs:int,                         # training batch size
@@ -260,7 +278,7 @@ def make_dls(cache,                          # the cache folder `prepare` wrote
     val = CachedVolumes(entries(cache, man, grid, 'tune'), split_idx=1)
     if not len(trn): raise CovsegInputError(cache/'manifest.csv', "has no 'train' rows; `covseg prepare` needs RICORD cases to train on")
     device = default_device() if device is None else torch.device(device)
-    tfms = [] if aug is None else [Augment3D(aug, seed, inplace=True)]
+    tfms = [LungWindow()] + ([] if aug is None else [Augment3D(aug, seed, inplace=True)])
     dl = lambda ds, b, shuffle: TfmdDL(ds, bs=b, shuffle=shuffle, drop_last=False, num_workers=num_workers, after_batch=tfms, device=device)
     dls = DataLoaders(dl(trn, bs, True), dl(val, valid_bs or bs, False), path=cache, device=device)
     if seed is not None: dls.train.rng = random.Random(seed)
