@@ -15,9 +15,9 @@ import pydicom
 from fastprogress.fastprogress import progress_bar
 
 # %% auto #0
-__all__ = ['NIFTI_SUFFIXES', 'CovsegInputError', 'progress', 'Geometry', 'Volume', 'from_sitk', 'to_sitk', 'replace_dir',
-           'atomic_path', 'is_image_file', 'read_nifti', 'write_image', 'dicom_header', 'slice_normal', 'is_axial',
-           'sort_series', 'read_dicom_series', 'read_image', 'check_same_grid']
+__all__ = ['LPS_AXES', 'NIFTI_SUFFIXES', 'CovsegInputError', 'progress', 'Geometry', 'patient_axes', 'Volume', 'from_sitk',
+           'to_sitk', 'replace_dir', 'atomic_path', 'is_image_file', 'read_nifti', 'write_image', 'dicom_header',
+           'slice_normal', 'is_axial', 'sort_series', 'read_dicom_series', 'read_image', 'check_same_grid']
 
 # %% ../nbs/00_io.ipynb #c006
 class CovsegInputError(ValueError):
@@ -74,6 +74,15 @@ class Geometry:
     def from_dict(cls, d:dict): return cls(**{k: tuple(d[k]) for k in ('size', 'spacing', 'origin', 'direction')})
 
 # %% ../nbs/00_io.ipynb #c017
+LPS_AXES = ('L', 'P', 'S')   # the patient axes of ITK's physical space: x to the left, y posterior, z superior
+
+def patient_axes(direction)->tuple:
+    "(axes, against) of a (z, y, x) grid with ITK `direction`: per array axis, the index (0 L, 1 P, 2 S) of the patient axis it runs closest to, and whether it runs against it."
+    D = np.asarray(direction, float).reshape(3, 3)          # column i: ITK index axis i (x, y, z) in patient coordinates
+    axes = tuple(int(np.abs(D[:, 2 - a]).argmax()) for a in range(3))
+    return axes, tuple(bool(D[k, 2 - a] < 0) for a, k in enumerate(axes))
+
+# %% ../nbs/00_io.ipynb #c020
 @dataclass
 class Volume:
     "A 3D array indexed (z, y, x) together with its `Geometry` and where it came from."
@@ -99,7 +108,7 @@ class Volume:
         return (f"Volume(shape={self.shape}, spacing={tuple(round(s, 3) for s in self.spacing)}, "
                 f"dtype={self.array.dtype}, path={Path(self.path).name if self.path else None})")
 
-# %% ../nbs/00_io.ipynb #c018
+# %% ../nbs/00_io.ipynb #c021
 def from_sitk(img:sitk.Image, path=None, **meta)->Volume:
     "A `Volume` from a 3D SimpleITK image."
     return Volume(sitk.GetArrayFromImage(img), Geometry.from_sitk(img), None if path is None else str(path), meta)
@@ -110,7 +119,7 @@ def to_sitk(vol:Volume)->sitk.Image:
     if arr.dtype == bool: arr = arr.astype(np.uint8)
     return vol.geometry.apply(sitk.GetImageFromArray(np.ascontiguousarray(arr)))
 
-# %% ../nbs/00_io.ipynb #c021
+# %% ../nbs/00_io.ipynb #c024
 def replace_dir(tmp:Path, final:Path):
     "Move folder `tmp` to `final` in one step, replacing an older `final` (never a mix of the two)."
     old = None
@@ -135,7 +144,7 @@ def atomic_path(path, overwrite:bool=True):
         if tmp.is_dir(): shutil.rmtree(tmp, ignore_errors=True)
         elif tmp.exists(): tmp.unlink()
 
-# %% ../nbs/00_io.ipynb #c024
+# %% ../nbs/00_io.ipynb #c027
 NIFTI_SUFFIXES = ('.nii', '.nii.gz', '.mha', '.mhd', '.nrrd')
 
 def is_image_file(path)->bool:
@@ -213,7 +222,7 @@ def read_nifti(path)->Volume:
     _check_finite(arr, path)
     return Volume(arr, Geometry.from_sitk(img), str(path))
 
-# %% ../nbs/00_io.ipynb #c030
+# %% ../nbs/00_io.ipynb #c033
 def write_image(vol:Volume, path, like:Geometry|Volume|None=None, overwrite:bool=True, compress:bool=True)->Path:
     "Write `vol` atomically to `path`; with `like`, check that it lies exactly on that grid first."
     if like is not None:
@@ -224,7 +233,7 @@ def write_image(vol:Volume, path, like:Geometry|Volume|None=None, overwrite:bool
         sitk.WriteImage(to_sitk(vol), str(tmp), compress)
     return Path(path)
 
-# %% ../nbs/00_io.ipynb #c033
+# %% ../nbs/00_io.ipynb #c036
 def _f(ds, tag, default=None):
     "Value of DICOM keyword `tag` in `ds`, or `default`."
     v = getattr(ds, tag, None)
@@ -245,7 +254,7 @@ def dicom_header(path)->dict|None:
                 position=None if ipp is None else tuple(float(x) for x in ipp),
                 thickness=float(_f(ds, 'SliceThickness', 0) or 0))
 
-# %% ../nbs/00_io.ipynb #c034
+# %% ../nbs/00_io.ipynb #c037
 def slice_normal(orientation)->np.ndarray:
     "Unit normal of the slice plane from ImageOrientationPatient (row and column cosines)."
     o = np.asarray(orientation, float)
@@ -256,7 +265,7 @@ def is_axial(orientation, tol:float=0.1)->bool:
     "Is a slice with this ImageOrientationPatient (close to) axial?"
     return orientation is not None and abs(abs(slice_normal(orientation)[2]) - 1) < tol
 
-# %% ../nbs/00_io.ipynb #c036
+# %% ../nbs/00_io.ipynb #c039
 def sort_series(headers:list, folder='series', rel_tol:float=0.1)->list:
     "Headers of one series sorted along the slice normal; refuses duplicated, missing or unevenly spaced slices."
     if len(headers) < 2: raise CovsegInputError(folder, f"has {len(headers)} DICOM slice(s); a 3D series needs at least 2")
@@ -282,7 +291,7 @@ def sort_series(headers:list, folder='series', rel_tol:float=0.1)->list:
         raise CovsegInputError(folder, f"{what} between {Path(hs[i]['path']).name} and {Path(hs[i+1]['path']).name} where the series has {med:.2f} mm")
     return hs
 
-# %% ../nbs/00_io.ipynb #c037
+# %% ../nbs/00_io.ipynb #c040
 def read_dicom_series(files, folder=None)->Volume:
     "Read one DICOM series (list of files or a folder holding one series) as a `Volume` in HU (rescale applied)."
     if isinstance(files, (str, Path)):
@@ -311,7 +320,7 @@ def read_dicom_series(files, folder=None)->Volume:
                 patient_id=h0['patient_id'], files=[h['path'] for h in hs])
     return Volume(arr, Geometry.from_sitk(img), str(folder), meta)
 
-# %% ../nbs/00_io.ipynb #c044
+# %% ../nbs/00_io.ipynb #c047
 def read_image(path)->Volume:
     "Read a CT volume from a NIfTI/MHA/NRRD file or a folder holding one DICOM series."
     path = Path(path)
@@ -320,7 +329,7 @@ def read_image(path)->Volume:
     if not path.exists(): raise CovsegInputError(path, "not found")
     raise CovsegInputError(path, f"unknown format (expected a DICOM folder or one of {', '.join(NIFTI_SUFFIXES)})")
 
-# %% ../nbs/00_io.ipynb #c046
+# %% ../nbs/00_io.ipynb #c049
 def check_same_grid(image:Volume, mask:Volume):
     "Raise a clear error when an image and its mask do not lie on the same voxel grid."
     a, b = image.geometry, mask.geometry

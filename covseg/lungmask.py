@@ -10,7 +10,7 @@ import math
 from types import SimpleNamespace
 import numpy as np
 from scipy import ndimage as ndi
-from .io import CovsegInputError, Volume
+from .io import CovsegInputError, Volume, patient_axes
 
 # %% auto #0
 __all__ = ['NO_AIR_HU', 'WORK_MM', 'LUNG_HU', 'MIN_LUNG_ML', 'MIN_FRAC', 'MIN_RADIUS_MM', 'COARSE_MM', 'AIRWAY_MAX_MM2',
@@ -43,11 +43,12 @@ def check_chest_ct(vol:Volume, # the study
 def canonical_axes(direction, # ITK direction cosines (9 numbers, row-major) of a (z, y, x) array
                   )->tuple: # (perm, flips): transpose by `perm`, then reverse the axes where `flips`
     "How to view a (z, y, x) array so that its axes run inferior->superior, anterior->posterior, right->left (LPS)."
-    D = np.asarray(direction, float).reshape(3, 3)            # column i: ITK axis i (x, y, z) in patient LPS
-    pat = [int(np.abs(D[:, 2 - a]).argmax()) for a in range(3)]   # patient axis (0 x, 1 y, 2 z) of array axis a
-    if sorted(pat) != [0, 1, 2]: pat = [2, 1, 0]               # degenerate (45 degree) cosines: keep the array order
+    pat, against = patient_axes(direction)                   # patient axis (0 L, 1 P, 2 S) of each array axis, and its sense
+    if sorted(pat) != [0, 1, 2]:                              # degenerate (45 degree) cosines: keep the array order
+        D = np.asarray(direction, float).reshape(3, 3)
+        return (0, 1, 2), tuple(bool(D[k, 2 - i] < 0) for i, k in enumerate((2, 1, 0)))
     perm = tuple(pat.index(k) for k in (2, 1, 0))
-    return perm, tuple(bool(D[k, 2 - perm[i]] < 0) for i, k in enumerate((2, 1, 0)))
+    return perm, tuple(against[p] for p in perm)
 
 def _flip(flips): return tuple(slice(None, None, -1) if f else slice(None) for f in flips)
 

@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 import SimpleITK as sitk
 import covseg
-from .io import CovsegInputError, Geometry, Volume, progress, to_sitk, read_nifti, check_same_grid, atomic_path, replace_dir
+from .io import CovsegInputError, Geometry, Volume, patient_axes, progress, to_sitk, read_nifti, check_same_grid, atomic_path, replace_dir
 from .synth import is_synthetic
 from .datasets import (Case, Failure, _failure, read_coronacases, read_mosmed, read_ricord, convert_ricord, INFECTIOUS, split_by_patient)
 
@@ -25,8 +25,7 @@ __all__ = ['CACHE_VERSION', 'PAPER_GRIDS', 'DATASETS', 'canonical_flips', 'resiz
 # %% ../nbs/04_preprocess.ipynb #c006
 def canonical_flips(direction)->tuple:
     "Per (z, y, x) axis of a grid with ITK `direction`: does it run against the LPS patient axis it is closest to?"
-    D = np.asarray(direction, float).reshape(3, 3)          # column i: ITK axis i (x, y, z) in patient coordinates
-    return tuple(bool(D[np.abs(D[:, i]).argmax(), i] < 0) for i in (2, 1, 0))
+    return patient_axes(direction)[1]
 
 def resize_geometry(g:Geometry, size, canonical:bool=True)->Geometry:
     "Geometry of a grid of `size` (z, y, x) voxels covering the same physical box as `g`, its axes flipped to LPS if `canonical`."

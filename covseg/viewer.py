@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 from fastcore.basics import patch
-from .io import CovsegInputError, Volume, atomic_path
+from .io import CovsegInputError, Volume, atomic_path, patient_axes
 
 # %% auto #0
 __all__ = ['WINDOWS', 'TRUTH_RGB', 'PRED_RGB', 'GAP', 'CODE_SPLIT', 'window_grey', 'display_orientation', 'orient_slice',
@@ -36,12 +36,10 @@ def window_grey(hu, # HU values, any shape
 def display_orientation(direction, # 3x3 direction cosines, row-major, as ITK's `GetDirection()`
                        )->tuple|None: # (transpose, flip_rows, flip_cols), or None for a grid that is not axial
     "How to show a stored (y, x) slice radiologically: patient's right on the image's left, anterior up."
-    d = np.asarray(direction, np.float64).reshape(3, 3)
-    ax = np.abs(d[:, :2]).argmax(0)          # physical axis (0 L, 1 P, 2 S) that array x and array y run along
-    if sorted(ax) != [0, 1]: return None
-    transpose = bool(ax[0] == 1)              # array x runs along P: swap so that columns run along L
-    col, row = (1, 0) if transpose else (0, 1)  # ITK index axis shown along columns / rows
-    return transpose, bool(d[1, row] < 0), bool(d[0, col] < 0)
+    (_, ay, ax), (_, ry, rx) = patient_axes(direction)    # patient axis (0 L, 1 P, 2 S) of array y and x, and whether each runs against it
+    if sorted((ay, ax)) != [0, 1]: return None
+    transpose = ax == 1                                    # array x runs along P: swap so that columns run along L
+    return (True, rx, ry) if transpose else (False, ry, rx)
 
 def orient_slice(a:np.ndarray, # a stored slice (y, x)
                  orientation:tuple|None, # from `display_orientation`
