@@ -47,10 +47,10 @@ def read_study(path)->Volume:
     if not path.is_dir(): return read_image(path)
     files = scan_dicom(path)
     if not len(files): raise CovsegInputError(path, "holds no readable DICOM files")
-    if files.series_uid.nunique() == 1: return read_dicom_series(list(files.path), path)
+    if files.series_uid.nunique() == 1: return read_dicom_series(files.to_dict('records'), path)   # headers read once
     uid, why = choose_series(files)
     if uid is None: raise CovsegInputError(path, f"has {files.series_uid.nunique()} series but {why}")
-    vol = read_dicom_series(list(files[files.series_uid == uid].path), path)
+    vol = read_dicom_series(files[files.series_uid == uid].to_dict('records'), path)
     vol.meta['series_choice'] = why
     return vol
 

@@ -293,13 +293,14 @@ def sort_series(headers:list, folder='series', rel_tol:float=0.1)->list:
 
 # %% ../nbs/00_io.ipynb #c040
 def read_dicom_series(files, folder=None)->Volume:
-    "Read one DICOM series (list of files or a folder holding one series) as a `Volume` in HU (rescale applied)."
+    "Read one DICOM series (a folder holding one series, its files, or their headers from `dicom_header`) as a `Volume` in HU (rescale applied)."
     if isinstance(files, (str, Path)):
         folder = folder or files
         files = sorted(p for p in Path(files).rglob('*') if p.is_file())
-    folder = folder or (Path(files[0]).parent if files else 'series')
+    given = len(files) > 0 and isinstance(files[0], dict)      # headers already read (e.g. `scan_dicom` rows): not read again
+    folder = folder or (Path(files[0]['path'] if given else files[0]).parent if len(files) else 'series')
     if not Path(folder).exists(): raise CovsegInputError(folder, "folder not found")
-    headers = [h for h in map(dicom_header, files) if h is not None]
+    headers = list(files) if given else [h for h in map(dicom_header, files) if h is not None]
     if not headers: raise CovsegInputError(folder, "holds no readable DICOM files")
     if len({h['series_uid'] for h in headers}) > 1:
         raise CovsegInputError(folder, f"holds {len({h['series_uid'] for h in headers})} series; pass the files of one series")
@@ -320,7 +321,7 @@ def read_dicom_series(files, folder=None)->Volume:
                 patient_id=h0['patient_id'], files=[h['path'] for h in hs])
     return Volume(arr, Geometry.from_sitk(img), str(folder), meta)
 
-# %% ../nbs/00_io.ipynb #c047
+# %% ../nbs/00_io.ipynb #c049
 def read_image(path)->Volume:
     "Read a CT volume from a NIfTI/MHA/NRRD file or a folder holding one DICOM series."
     path = Path(path)
@@ -329,7 +330,7 @@ def read_image(path)->Volume:
     if not path.exists(): raise CovsegInputError(path, "not found")
     raise CovsegInputError(path, f"unknown format (expected a DICOM folder or one of {', '.join(NIFTI_SUFFIXES)})")
 
-# %% ../nbs/00_io.ipynb #c049
+# %% ../nbs/00_io.ipynb #c051
 def check_same_grid(image:Volume, mask:Volume):
     "Raise a clear error when an image and its mask do not lie on the same voxel grid."
     a, b = image.geometry, mask.geometry
