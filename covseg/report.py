@@ -17,7 +17,7 @@ from .metrics import paper_table, micro_dice, markdown_table, PAPER_TABLE3, data
 from .viewer import SliceViewer, WINDOWS, display_orientation, orient_slice
 
 # %% auto #0
-__all__ = ['pick_cases', 'key_slice', 'draw_panel', 'figure2', 'curves_figure', 'report']
+__all__ = ['pick_cases', 'key_slice', 'draw_panel', 'case_volumes', 'figure2', 'curves_figure', 'report']
 
 # %% ../nbs/34_report.ipynb #c006
 def pick_cases(cases:pd.DataFrame, metric:str='dice')->pd.DataFrame:
@@ -48,15 +48,22 @@ def draw_panel(ax, image:np.ndarray, truth:np.ndarray, pred:np.ndarray, k:int, g
         if m[k].any(): ax.contour(orient_slice(m[k], o).astype(float), [0.5], colors=c, linewidths=0.8)
     ax.set_title(title, fontsize=8); ax.axis('off')
 
-def figure2(cases:pd.DataFrame, masks_dir, synthetic:bool, out_png=None, metric:str='dice'):
-    "The paper's Figure 2 by rule: best/median/worst case per dataset, truth red, prediction green; saved if `out_png`."
+def case_volumes(r, masks_dir, volumes:dict|None=None)->tuple:
+    "(image, reference, prediction) volumes of the case in row `r` (with `image` and `mask` paths), kept in and reused from `volumes` if given."
+    key = (str(masks_dir), r['dataset'], r['case_id'])
+    if volumes is not None and key in volumes: return volumes[key]
+    v = read_image(r['image']), read_image(r['mask']), read_image(Path(masks_dir)/r['dataset']/f"{r['case_id']}.nii.gz")
+    if volumes is not None: volumes[key] = v
+    return v
+
+def figure2(cases:pd.DataFrame, masks_dir, synthetic:bool, out_png=None, metric:str='dice', volumes:dict|None=None):
+    "The paper's Figure 2 by rule: best/median/worst case per dataset, truth red, prediction green; saved if `out_png` (volumes read kept in `volumes`)."
     picks = pick_cases(cases, metric)
     if not len(picks): raise ValueError("no case with a defined score to show")
     ds = list(dict.fromkeys(picks.dataset))
     fig, axs = plt.subplots(len(ds), 3, figsize=(9, 3.1 * len(ds)), squeeze=False)
     for _, r in picks.iterrows():
-        img, gt = read_image(r['image']), read_image(r['mask'])
-        pr = read_image(Path(masks_dir)/r['dataset']/f"{r['case_id']}.nii.gz")
+        img, gt, pr = case_volumes(r, masks_dir, volumes)
         k = key_slice(gt.array, pr.array)
         ax = axs[ds.index(r['dataset']), ('best', 'median', 'worst').index(r['pick'])]
         draw_panel(ax, img.array, gt.array > 0, pr.array > 0, k, img.geometry, f"{r['dataset']} {r['pick']}: {r['case_id']}\n{metric} {r[metric]:.3f}, slice {k}")
@@ -122,10 +129,10 @@ def report(run_dir, viewer_mode:str='paper')->Path:
     allc = allc.merge(ev, on=['dataset', 'case_id'], how='left')
     modes = [m for m in ('paper', 'sliding') if m in set(allc['mode'])]
     out = run_dir/'report'; out.mkdir(exist_ok=True)
-    figs = {}
+    figs, vols = {}, {}                 # the viewer mode's Figure 2 volumes, kept for the viewers below
     for m in modes:
         figs[f'figure2_{m}'] = out/f'figure2_{m}.png'
-        plt.close(figure2(allc[allc['mode'] == m], run_dir/'eval'/m/'masks', synthetic, figs[f'figure2_{m}']))
+        plt.close(figure2(allc[allc['mode'] == m], run_dir/'eval'/m/'masks', synthetic, figs[f'figure2_{m}'], volumes=vols if m == viewer_mode else None))
     try:
         figs['curves'] = out/'curves.png'; plt.close(curves_figure(run_dir, synthetic, figs['curves']))
     except CovsegInputError: figs.pop('curves')
@@ -172,7 +179,7 @@ def report(run_dir, viewer_mode:str='paper')->Path:
     M += ['## Slice viewers', '', 'Open `report.html` in a browser for the interactive viewers.', '']
     picks = pick_cases(allc[allc['mode'] == viewer_mode]) if viewer_mode in modes else pd.DataFrame()
     for _, r in (picks[picks.pick == 'median'].iterrows() if len(picks) else []):
-        v = SliceViewer(read_image(r['image']), read_image(r['mask']), read_image(run_dir/'eval'/viewer_mode/'masks'/r['dataset']/f"{r['case_id']}.nii.gz"),
+        v = SliceViewer(*case_volumes(r, run_dir/'eval'/viewer_mode/'masks', vols),
                         title=f"{r['dataset']} {r['case_id']} (Dice {r['dice']:.3f}){' SYNTHETIC' if synthetic else ''}")
         H.append(f"<h3>{html.escape(r['dataset'])}</h3>" + v._repr_html_())
     H.append("<p><small>covseg is a research tool, not a certified medical device.</small></p></body></html>")
