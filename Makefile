@@ -7,6 +7,7 @@ STAMP := $(VENV)/.covseg-installed
 DEMO_DATA ?= data/synthetic
 DEMO_CACHE ?= cache/demo
 DEMO_CASES ?= 12
+DEMO_LESIONS ?= 6-10
 DEMO_RUN ?= runs/demo
 
 .PHONY: install demo test nbtest check-sync clean-outputs browser docs-check
@@ -23,7 +24,7 @@ install: $(STAMP)
 # (at the demo profile's small grids), train both stages with the demo profile, evaluate both
 # inference modes on the tuning and hold-out sets and write the report (runs/demo/report.html).
 demo: $(STAMP)
-	$(BIN)/covseg synth $(DEMO_DATA) --cases $(DEMO_CASES) --seed 0
+	$(BIN)/covseg synth $(DEMO_DATA) --cases $(DEMO_CASES) --lesions $(DEMO_LESIONS) --seed 0
 	$(BIN)/covseg prepare $(DEMO_DATA) $(DEMO_CACHE) --resplit --grids 16x48x48,16x64x64
 	rm -rf $(DEMO_RUN)
 	$(BIN)/covseg train $(DEMO_CACHE) $(DEMO_RUN) --profile demo

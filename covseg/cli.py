@@ -22,6 +22,12 @@ def _size(s:str):
     "'small', 'full' or a ZxYxX phantom shape."
     return s if s in SIZES else parse_grid(s)
 
+def _range(s:str)->tuple:
+    "'LO-HI' (or one number N, meaning N-N) as a pair of ints."
+    lo, _, hi = s.partition('-')
+    try: return int(lo), int(hi or lo)
+    except ValueError: raise argparse.ArgumentTypeError(f"expected LO-HI such as 6-10, not {s!r}") from None
+
 def build_parser()->argparse.ArgumentParser:
     "The argument parser of `covseg`."
     p = argparse.ArgumentParser(prog='covseg', description='COVID-19 infiltrate segmentation in chest CT (Bressem et al. 2021, reproduced).')
@@ -31,6 +37,7 @@ def build_parser()->argparse.ArgumentParser:
     s.add_argument('--cases', type=int, default=4, help='cases per dataset')
     s.add_argument('--seed', type=int, default=0)
     s.add_argument('--size', type=_size, default='small', help="'small' (CPU demo), 'full' (512x512 slices) or ZxYxX")
+    s.add_argument('--lesions', type=_range, default=None, help="infiltrates per phantom, LO-HI (e.g. 6-10; default: the phantom's own 1-8)")
     q = sub.add_parser('prepare', help='convert, cache and split the datasets; write CACHE/manifest.csv')
     q.add_argument('data_root', type=Path, nargs='?', help='folder holding any of coronacases/, mosmed/, ricord/')
     q.add_argument('cache', type=Path, help='cache folder')
@@ -79,7 +86,7 @@ def main(argv=None)->int:
     nfail = 0
     try:
         if a.command == 'synth':
-            ids = synthesize(a.out, a.cases, a.seed, a.size)
+            ids = synthesize(a.out, a.cases, a.seed, a.size, a.lesions)
             print(f"wrote synthetic data to {a.out}: " + ', '.join(f"{k} {len(v)}" for k, v in ids.items()))
             return 0
         if a.command == 'prepare':
