@@ -37,8 +37,8 @@ def _window_(x):
 def normalise_hu(x):
     "`x` (HU; NumPy array or torch tensor) clipped to `HU_WINDOW` and scaled linearly to [-1, 1]; integers become float32."
     if isinstance(x, torch.Tensor):
-        if x.is_floating_point(): return _window_(x.clone())
-        lo, hi = HU_WINDOW; a = 2 / (hi - lo)                               # integers: clip in their own (narrower) type, then one pass to float32
+        if x.dtype not in (torch.int16, torch.int32, torch.int64): return _window_(x.float() if not x.is_floating_point() else x.clone())
+        lo, hi = HU_WINDOW; a = 2 / (hi - lo)                               # HU integers: clip in their own (narrower) type, then one pass to float32
         return torch.mul(x.clamp(int(lo), int(hi)), a, out=torch.empty(x.shape, dtype=torch.float32, device=x.device)).sub_(1 + lo * a)
     x = np.asarray(x)
     return _window_(x.copy() if np.issubdtype(x.dtype, np.floating) else x.astype(np.float32))
