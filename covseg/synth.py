@@ -46,7 +46,7 @@ def _stored(p:Phantom, arr:np.ndarray, flip_xy:bool)->np.ndarray:
     return arr[:, ::-1, ::-1] if flip_xy else arr
 
 def _lesion_count(lesions, seed:int)->int|None:
-    "Lesions of the phantom drawn from `seed`: uniform in the range `lesions` (lo, hi), drawn from the seed; None leaves the phantom's own 1 to 8."
+    "How many lesions the phantom of `seed` gets: uniform in the range `lesions` (lo, hi), drawn from the seed; None leaves the phantom's own 1 to 8."
     if lesions is None: return None
     lo, hi = (int(v) for v in lesions)
     if not 1 <= lo <= hi <= 30: raise ValueError(f"lesions must be a range (lo, hi) with 1 <= lo <= hi <= 30, not {lesions!r}")
@@ -240,6 +240,7 @@ def is_synthetic(folder)->bool:
 def synthesize(out, n:int=4, seed:int=0, size='small', lesions=None)->dict:
     "Write the three synthetic datasets under `out/coronacases`, `out/mosmed`, `out/ricord`; return the case ids per dataset."
     out = Path(out)
+    _lesion_count(lesions, 0)                             # a bad range is refused before anything is replaced
     for k in ('coronacases', 'mosmed', 'ricord'):        # replace earlier phantoms, never anything else
         d = out/k
         if d.exists() and any(d.iterdir()):
