@@ -15,9 +15,9 @@ import pydicom
 from fastprogress.fastprogress import progress_bar
 
 # %% auto #0
-__all__ = ['LPS_AXES', 'NIFTI_SUFFIXES', 'CovsegInputError', 'progress', 'Geometry', 'patient_axes', 'Volume', 'from_sitk',
-           'to_sitk', 'replace_dir', 'atomic_path', 'is_image_file', 'read_nifti', 'write_image', 'dicom_header',
-           'slice_normal', 'is_axial', 'sort_series', 'read_dicom_series', 'read_image', 'check_same_grid']
+__all__ = ['NIFTI_SUFFIXES', 'CovsegInputError', 'progress', 'Geometry', 'patient_axes', 'Volume', 'from_sitk', 'to_sitk',
+           'replace_dir', 'atomic_path', 'is_image_file', 'read_nifti', 'write_image', 'dicom_header', 'slice_normal',
+           'is_axial', 'sort_series', 'read_dicom_series', 'read_image', 'check_same_grid']
 
 # %% ../nbs/00_io.ipynb #c006
 class CovsegInputError(ValueError):
@@ -74,8 +74,6 @@ class Geometry:
     def from_dict(cls, d:dict): return cls(**{k: tuple(d[k]) for k in ('size', 'spacing', 'origin', 'direction')})
 
 # %% ../nbs/00_io.ipynb #c017
-LPS_AXES = ('L', 'P', 'S')   # the patient axes of ITK's physical space: x to the left, y posterior, z superior
-
 def patient_axes(direction)->tuple:
     "(axes, against) of a (z, y, x) grid with ITK `direction`: per array axis, the index (0 L, 1 P, 2 S) of the patient axis it runs closest to, and whether it runs against it."
     D = np.asarray(direction, float).reshape(3, 3)          # column i: ITK index axis i (x, y, z) in patient coordinates
