@@ -6,7 +6,7 @@ Docs: https://covseg.github.io/covseg/train.html.md"""
 
 # %% ../nbs/20_train.ipynb #c002
 from __future__ import annotations
-import json, math, random, time
+import gc, json, math, random, time
 from dataclasses import dataclass, field, asdict
 from pathlib import Path
 import numpy as np
@@ -328,7 +328,7 @@ def train_stage(cfg:TrainConfig, k:int, cache, run_dir, resume:bool=False, dls=N
     if launched(): _seed_all(rank_seed(cfg.seed + k))
     if init is not None: model.load_state_dict(init)
     learn = _learner(cfg, stage, dls, model)
-    if quiet: learn.remove_cbs(ProgressCallback)
+    if quiet: learn.remove_cbs(ProgressCallback); learn.logger = lambda *a: None   # no bar and no printed epoch rows
     state = dict(log=[], best=-math.inf, best_epoch=0)
     first_phase, first_epoch = 0, 0
     if ck is not None:
@@ -360,6 +360,8 @@ def train_stage(cfg:TrainConfig, k:int, cache, run_dir, resume:bool=False, dls=N
         plot_log(sdir/'log.csv', sdir/'curves.png', title=f"stage {k} ({cfg.profile} profile)" + (', SYNTHETIC data' if synthetic else ''))
         with atomic_path(done) as t: t.write_text(json.dumps(summary, indent=1))
     barrier()                           # the stage is on disk when any process returns
+    del learn, model, dls; gc.collect()    # the Learner and its callbacks form reference cycles: free its optimiser state and
+    if torch.cuda.is_available(): torch.cuda.empty_cache()   # batches now, before stage 2 or evaluation needs the memory
     return summary
 
 # %% ../nbs/20_train.ipynb #c029
