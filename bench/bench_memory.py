@@ -11,7 +11,7 @@ the processes' RSS, so pages they share are counted once per process: an upper b
 Writes its section into BENCHMARKS.md with the machine.
 
 Run: `.venv/bin/python bench/bench_memory.py [--suite]` from the repository root."""
-import os, sys, time, tempfile, shutil, subprocess, argparse
+import sys, time, tempfile, shutil, subprocess, argparse
 from pathlib import Path
 import psutil
 sys.path.insert(0, str(Path(__file__).resolve().parent))
