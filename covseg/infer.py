@@ -200,7 +200,7 @@ def predict(predictor:Predictor, # the network and how it was trained
         with torch.inference_mode():
             p = sliding_window_proba(pr.model, small.array, patch or pr.grid, overlap, batch_size, flips, pr.device)
     g_small = small.geometry; del small                      # free the model input before resampling back
-    if tuple(p.shape) != tuple(vol.shape): p = resample_to(Volume(p, g_small), vol.geometry).array
+    if not g_small.same_grid(vol.geometry): p = resample_to(Volume(p, g_small), vol.geometry).array   # also a grid of the study's size flipped to LPS
     mask = vol.with_array((p > 0.5).view(np.uint8), mode=mode, tta=[list(f) for f in flips])
     return (mask, vol.with_array(p)) if return_proba else mask
 
