@@ -400,6 +400,7 @@ def draw_lesions(rng:np.random.Generator, # draws count, places, sizes and kinds
                  n_lesions:int|None=None, # number of lesions; None: 1 to 8 drawn from `rng`
                  pleural_consolidation:bool=False, # add a large consolidation against the chest wall at a lung base
                  coarse:tuple|None=None, # `coarse_lungs(an, fov_mm)` if already computed
+                 radius_mm:tuple=(5., 40.), # range of the lesions' radii (the first, largest one: at least 12 mm)
                 )->list: # lesion specifications (dicts, mm)
     "Place COVID-19-like lesions in the lungs: peripheral and basal preference, GGO, consolidation or both."
     (cz, cy, cx), lab, depth = coarse or coarse_lungs(an, fov_mm)
@@ -414,11 +415,13 @@ def draw_lesions(rng:np.random.Generator, # draws count, places, sizes and kinds
         g = grad[iz[j], iy[j], ix[j]]
         return None if depth[iz[j], iy[j], ix[j]] > 15 or not g.any() else -g
     n = int(rng.integers(1, 9)) if n_lesions is None else int(n_lesions)
+    r_lo, r_hi = (float(v) for v in radius_mm)
+    if not 1 <= r_lo <= r_hi <= 60: raise ValueError(f"radius_mm must be a range (lo, hi) in mm with 1 <= lo <= hi <= 60, not {radius_mm!r}")
     out = []
     for i in range(n):
         j = rng.choice(len(w), p=w/w.sum())
         centre = np.array([cz[iz[j]], cy[iy[j]], cx[ix[j]]]) + rng.uniform(-0.5, 0.5, 3)*cell
-        radius = rng.uniform(12, 35) if i == 0 else np.exp(rng.uniform(np.log(5), np.log(40)))
+        radius = rng.uniform(max(12, r_lo), max(35, r_lo)) if i == 0 else np.exp(rng.uniform(np.log(r_lo), np.log(r_hi)))
         k = rng.uniform()
         if k < 0.15: out.append(_lesion(rng, centre, np.clip(radius, 15, 30), 'consolidation', rng.uniform(-60, 40), 20, normal(j), fade=0.))
         else: out.append(_lesion(rng, centre, radius, 'ggo', rng.uniform(-650, -450), 50, normal(j),
@@ -553,6 +556,7 @@ def make_phantom(shape:tuple=(48, 128, 128), # voxels (z, y, x)
                  fov_mm:tuple=FOV_MM, # field of view (z, y, x) in mm, used when `spacing` is None
                  pleural_consolidation:bool=False, # add a large dense consolidation against the chest wall at a lung base
                  n_nodules:int=1, # solid non-infectious nodules
+                 lesion_mm:tuple=(5., 40.), # range of the lesions' radii in mm
                 )->Phantom:
     "A synthetic chest CT with lungs, COVID-19 infiltrates, vessels and a nodule, deterministic from `seed`."
     if seed < 0: raise ValueError(f"seed must be >= 0, got {seed}")
@@ -573,7 +577,7 @@ def make_phantom(shape:tuple=(48, 128, 128), # voxels (z, y, x)
     render_tubes(img, vessels, np.concatenate([vessel_tree(g, an, 1), vessel_tree(g, an, 2)]), spacing, 40., where=inlung)
     render_tubes(img, None, bronchi(an), spacing, -1000., where=~inlung)
     kind = np.zeros(shape, np.uint8)
-    specs = draw_lesions(rng(3), an, fov, n_lesions, pleural_consolidation, coarse)
+    specs = draw_lesions(rng(3), an, fov, n_lesions, pleural_consolidation, coarse, lesion_mm)
     lesions = [r for l in specs for r in render_lesion(l, img, kind, lungs, spacing)]
     nodule = np.zeros(shape, np.uint8)
     for nd in draw_nodules(rng(4), an, fov, specs, n_nodules, coarse):

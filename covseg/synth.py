@@ -52,17 +52,17 @@ def _lesion_count(lesions, seed:int)->int|None:
     if not 1 <= lo <= hi <= 30: raise ValueError(f"lesions must be a range (lo, hi) with 1 <= lo <= hi <= 30, not {lesions!r}")
     return int(np.random.default_rng([seed, 11]).integers(lo, hi + 1))
 
-def _phantom(dataset:str, size, seed:int, lesions=None)->Phantom:
+def _phantom(dataset:str, size, seed:int, lesions=None, lesion_mm=None)->Phantom:
     "The phantom of one case of `dataset`, deterministic from `seed`."
-    return make_phantom(_shape(dataset, size), seed=seed, n_lesions=_lesion_count(lesions, seed))
+    return make_phantom(_shape(dataset, size), seed=seed, n_lesions=_lesion_count(lesions, seed), **({} if lesion_mm is None else dict(lesion_mm=tuple(lesion_mm))))
 
 # %% ../nbs/02_synth.ipynb #c008
-def write_coronacases(out, n:int=4, seed:int=0, size='small', radiopaedia:bool=True, lesions=None)->list:
+def write_coronacases(out, n:int=4, seed:int=0, size='small', radiopaedia:bool=True, lesions=None, lesion_mm=None)->list:
     "Write `n` Coronacases-layout phantoms (and one windowed Radiopaedia case) under `out`; return the case ids."
     out = Path(out); ids = []
     for i in progress(range(n), 'coronacases'):
         cid = f"coronacases_{i + 1:03d}"
-        p = _phantom('coronacases', size, seed * 1000 + 100 + i, lesions)
+        p = _phantom('coronacases', size, seed * 1000 + 100 + i, lesions, lesion_mm)
         g = _geometry(p, flip_xy=True)
         write_image(Volume(_stored(p, np.round(p.image).astype(np.int16), True), g), out/'COVID-19-CT-Seg_20cases'/f"coronacases_org_{i + 1:03d}.nii.gz")
         write_image(Volume(_stored(p, p.infection, True), g), out/'Infection_Mask'/f"{cid}.nii.gz")
@@ -71,7 +71,7 @@ def write_coronacases(out, n:int=4, seed:int=0, size='small', radiopaedia:bool=T
         write_image(Volume(_stored(p, both, True), g), out/'Lung_and_Infection_Mask'/f"{cid}.nii.gz")
         ids.append(cid)
     if radiopaedia:
-        p = _phantom('coronacases', size, seed * 1000 + 199, lesions)
+        p = _phantom('coronacases', size, seed * 1000 + 199, lesions, lesion_mm)
         win = np.clip((p.image + 1250) / 1500 * 255, 0, 255).astype(np.uint8)  # already windowed, as the real ones
         g = _geometry(p)
         write_image(Volume(win, g), out/'COVID-19-CT-Seg_20cases'/'radiopaedia_org_covid-19-pneumonia-4_85506_1-dcm.nii', compress=False)
@@ -80,17 +80,17 @@ def write_coronacases(out, n:int=4, seed:int=0, size='small', radiopaedia:bool=T
     return ids
 
 # %% ../nbs/02_synth.ipynb #c013
-def write_mosmed(out, n:int=4, seed:int=0, size='small', lesions=None)->list:
+def write_mosmed(out, n:int=4, seed:int=0, size='small', lesions=None, lesion_mm=None)->list:
     "Write `n` MosMed-layout phantoms with masks (and one study without mask) under `out`; return the case ids."
     out = Path(out); ids = []
     for i in progress(range(n), 'mosmed'):
         cid = f"study_{255 + i:04d}"
-        p = _phantom('mosmed', size, seed * 1000 + 300 + i, lesions)
+        p = _phantom('mosmed', size, seed * 1000 + 300 + i, lesions, lesion_mm)
         g = _geometry(p, origin_z=-320.)
         write_image(Volume(np.round(p.image).astype(np.int16), g), out/'studies'/'CT-1'/f"{cid}.nii.gz")
         write_image(Volume(p.infection, g), out/'masks'/f"{cid}_mask.nii.gz")
         ids.append(cid)
-    p = _phantom('mosmed', size, seed * 1000 + 399, lesions)
+    p = _phantom('mosmed', size, seed * 1000 + 399, lesions, lesion_mm)
     write_image(Volume(np.round(p.image).astype(np.int16), _geometry(p)), out/'studies'/'CT-0'/'study_0001.nii.gz')
     return ids
 
@@ -178,7 +178,7 @@ def _annotations(p:Phantom, sops:list, study_uid, series_uid, labels:dict, rng, 
 # %% ../nbs/02_synth.ipynb #c021
 RICORD_JSON = 'MIDRC-RICORD-1a_annotations_labelgroup_all_2020-Dec-8.json'
 
-def write_ricord(out, n:int=4, seed:int=0, size='small', lesions=None)->list:
+def write_ricord(out, n:int=4, seed:int=0, size='small', lesions=None, lesion_mm=None)->list:
     "Write `n` RICORD-1a-layout DICOM studies, their MD.ai JSON export and the true masks under `out`; return the StudyInstanceUIDs."
     out = Path(out); rng = np.random.default_rng(seed + 7)
     labels = {name: _mdai_id('L', rng) for name, _, _ in RICORD_LABELS}
@@ -187,7 +187,7 @@ def write_ricord(out, n:int=4, seed:int=0, size='small', lesions=None)->list:
     for i in progress(range(n), 'ricord'):
         if i == 0 or i % 4 != 1: pat += 1          # every fourth patient has a second study
         pid = f"MIDRC-RICORD-1A-SYN-{pat:06d}"
-        p = _phantom('ricord', size, seed * 1000 + 500 + i, lesions)
+        p = _phantom('ricord', size, seed * 1000 + 500 + i, lesions, lesion_mm)
         hu = np.where(_scan_circle(p.image.shape), p.image, -3024.).astype(np.float32)
         study_uid, frame = _uid(rng), _uid(rng)
         date = (datetime.date(2020, 3, 1) + datetime.timedelta(days=int(rng.integers(0, 200)))).strftime('%Y%m%d')
@@ -237,16 +237,22 @@ def is_synthetic(folder)->bool:
     "Was this dataset folder written by `covseg synth`?"
     return (Path(folder)/SYNTHETIC_MARK).is_file()
 
-def synthesize(out, n:int=4, seed:int=0, size='small', lesions=None)->dict:
+def synthesize(out, n:int=4, seed:int=0, size='small', lesions=None,
+               n_ricord:int|None=None, # RICORD (training) studies, if not `n`: the demo trains on more than it evaluates on
+               lesion_mm=None, # range of the lesions' radii in mm (default: the phantom's 5 to 40)
+              )->dict:
     "Write the three synthetic datasets under `out/coronacases`, `out/mosmed`, `out/ricord`; return the case ids per dataset."
     out = Path(out)
-    _lesion_count(lesions, 0)                             # a bad range is refused before anything is replaced
+    _lesion_count(lesions, 0)                             # bad ranges are refused before anything is replaced
+    if lesion_mm is not None: make_phantom((2, 8, 8), lesion_mm=tuple(lesion_mm))
     for k in ('coronacases', 'mosmed', 'ricord'):        # replace earlier phantoms, never anything else
         d = out/k
         if d.exists() and any(d.iterdir()):
             if not is_synthetic(d): raise FileExistsError(f"{d}: exists and was not written by `covseg synth`; refusing to write phantoms into it")
             shutil.rmtree(d)
-    res = dict(coronacases=write_coronacases(out/'coronacases', n, seed, size, lesions=lesions), mosmed=write_mosmed(out/'mosmed', n, seed, size, lesions),
-               ricord=write_ricord(out/'ricord', n, seed, size, lesions))
-    for k in res: mark_synthetic(out/k, cases=n, seed=seed, size=size, lesions=None if lesions is None else list(lesions))
+    res = dict(coronacases=write_coronacases(out/'coronacases', n, seed, size, lesions=lesions, lesion_mm=lesion_mm),
+               mosmed=write_mosmed(out/'mosmed', n, seed, size, lesions, lesion_mm),
+               ricord=write_ricord(out/'ricord', n if n_ricord is None else n_ricord, seed, size, lesions, lesion_mm))
+    for k in res: mark_synthetic(out/k, cases=len(res[k]), seed=seed, size=size, lesions=None if lesions is None else list(lesions),
+                                 lesion_mm=None if lesion_mm is None else list(lesion_mm))
     return res
