@@ -270,11 +270,13 @@ def make_dls(cache,                          # the cache folder `prepare` wrote
              num_workers:int=0,              # loader processes; 0 is fastest here (items are memory maps)
              seed:int|None=None,             # seeds the training order and the augmentation
              valid_bs:int|None=None,         # validation batch size (default `bs`)
+             repeats:int=1,                  # times each training volume is drawn per epoch (each time augmented anew)
             )->DataLoaders:
     "fastai `DataLoaders` of cached volumes: shuffled, augmented training batches of the 'train' split, plain validation batches of 'tune'."
     cache = Path(cache)
     man = pd.read_csv(cache/'manifest.csv' if manifest is None else manifest) if not isinstance(manifest, pd.DataFrame) else manifest
-    trn = CachedVolumes(entries(cache, man, grid, 'train'), split_idx=0)
+    if not (isinstance(repeats, int) and repeats >= 1): raise ValueError(f"repeats must be an integer >= 1, not {repeats!r}")
+    trn = CachedVolumes(entries(cache, man, grid, 'train') * repeats, split_idx=0)
     val = CachedVolumes(entries(cache, man, grid, 'tune'), split_idx=1)
     if not len(trn): raise CovsegInputError(cache/'manifest.csv', "has no 'train' rows; `covseg prepare` needs RICORD cases to train on")
     device = default_device() if device is None else torch.device(device)

@@ -7,7 +7,7 @@ Docs: https://covseg.github.io/covseg/train.html.md"""
 # %% ../nbs/20_train.ipynb #c002
 from __future__ import annotations
 import gc, json, math, random, time
-from dataclasses import dataclass, field, asdict
+from dataclasses import dataclass, field, asdict, replace
 from pathlib import Path
 import numpy as np
 import pandas as pd
@@ -20,17 +20,18 @@ from fastai.callback.core import Callback
 from fastai.callback.schedule import ParamScheduler, combined_cos
 from fastai.callback.progress import ProgressCallback
 from .io import CovsegInputError, atomic_path
-from .model import R3DUNet, unet_splitter
+from .model import R3DUNet, unet_splitter, _kinetics_file, kinetics_weights_path
 from .loaders import make_dls, AugConfig, entries
 from .distributed import (launched, setup, is_main, barrier, main_first, rank, world_size, rank_seed, ddp,
                                 broadcast_object, all_gather_object, all_ranks, unwrap_model, unwrap_dl)
 
 # %% auto #0
 __all__ = ['PROFILES', 'CKPT_FORMAT', 'DiceCELoss', 'dice_counts', 'dice_from_counts', 'dice_per_item', 'MacroDice',
-           'StageConfig', 'TrainConfig', 'get_config', 'one_cycle_scheds', 'FrozenEncoderEval', 'NonFiniteLossError',
-           'StopOnNonFinite', 'rng_state', 'set_rng_state', 'loader_state', 'set_loader_state', 'save_checkpoint',
-           'load_checkpoint', 'EpochCheckpoint', 'build_model', 'check_cache', 'is_synthetic_cache', 'grid_spacing',
-           'write_data_info', 'train_stage', 'plot_log', 'train']
+           'soft_dice_per_item', 'SoftDice', 'StageConfig', 'TrainConfig', 'get_config', 'one_cycle_scheds',
+           'FrozenEncoderEval', 'NonFiniteLossError', 'StopOnNonFinite', 'rng_state', 'set_rng_state', 'loader_state',
+           'set_loader_state', 'save_checkpoint', 'load_checkpoint', 'EpochCheckpoint', 'build_model',
+           'resolve_encoder', 'check_cache', 'is_synthetic_cache', 'grid_spacing', 'write_data_info', 'train_stage',
+           'plot_log', 'train']
 
 # %% ../nbs/20_train.ipynb #c007
 class DiceCELoss(nn.Module):
@@ -74,6 +75,18 @@ class MacroDice(Metric):
     @property
     def name(self): return 'dice'
 
+def soft_dice_per_item(logits, target)->torch.Tensor:
+    "Soft Dice 2 sum(p g) / (sum(p) + sum(g)) of the foreground probabilities per item (NaN when both sums are 0)."
+    p = logits.as_subclass(torch.Tensor).float().softmax(1)[:, 1].flatten(1)
+    g = (target.as_subclass(torch.Tensor) == 1).float().flatten(1)
+    return 2 * (p * g).sum(1) / (p.sum(1) + g.sum(1))
+
+class SoftDice(MacroDice):
+    "Mean over tuning cases of the soft Dice of the probabilities: it moves before a thresholded prediction leaves 'all background'."
+    def accumulate(self, learn): self.scores += learn.to_detach(soft_dice_per_item(learn.pred, learn.y)).tolist()
+    @property
+    def name(self): return 'soft_dice'
+
 # %% ../nbs/20_train.ipynb #c013
 @dataclass
 class StageConfig:
@@ -86,6 +99,7 @@ class StageConfig:
     frozen_epochs: int = 0   # epochs with the encoder frozen first (stage 1 of the paper: 10)
     frozen_lr: float = 1e-2  # base learning rate of the frozen phase
     pct_start: float = 0.25  # share of each one-cycle spent warming up (fastai's default)
+    repeats: int = 1         # times each training volume is drawn per epoch (more optimiser steps per epoch, fewer tuning passes)
 
     def phases(self)->list:
         "(name, epochs, lr, frozen) of the phases of this stage."
@@ -107,6 +121,7 @@ class TrainConfig:
     dice_weight: float = 1.
     ce_weight: float = 1.
     max_batches: int|None = None   # cap batches per epoch (smoke tests only)
+    scratch_fallback: bool = False # no Kinetics weights to be had: train a random encoder (no frozen phase) instead of failing
 
     def stage(self, k:int)->StageConfig: return self.stage1 if k == 1 else self.stage2
     def to_dict(self)->dict: return json.loads(json.dumps(asdict(self)))
@@ -119,8 +134,8 @@ class TrainConfig:
 PROFILES = dict(
     paper=dict(stage1=StageConfig((18, 112, 112), 6, 200, 1e-3, frozen_epochs=10, frozen_lr=1e-2),
                stage2=StageConfig((20, 256, 256), 1, 200, 1e-4), pretrained=True),
-    demo=dict(stage1=StageConfig((16, 48, 48), 2, 40, 5e-3),
-              stage2=StageConfig((16, 64, 64), 2, 4, 1e-3), pretrained=False),
+    demo=dict(stage1=StageConfig((16, 48, 48), 2, 8, 2e-3, repeats=2, frozen_epochs=1, frozen_lr=1e-2),
+              stage2=StageConfig((24, 64, 64), 2, 2, 5e-4), pretrained=True, scratch_fallback=True, aug=asdict(AugConfig.none())),
     smoke=dict(stage1=StageConfig((8, 32, 32), 2, 2, 1e-3, frozen_epochs=1, frozen_lr=1e-2),
                stage2=StageConfig((8, 48, 48), 1, 1, 1e-4), pretrained=False, max_batches=2),
 )
@@ -224,16 +239,19 @@ class EpochCheckpoint(Callback):
     order = 60          # after Recorder (50), which has computed the epoch's losses and metrics
     def __init__(self, stage_dir:Path, state:dict, phase_idx:int, phase:str, epoch_offset:int, cfg:TrainConfig):
         self.dir, self.state, self.phase_idx, self.phase, self.offset, self.cfg = Path(stage_dir), state, phase_idx, phase, epoch_offset, cfg
-    def before_epoch(self): self.tot, self.n = 0., 0
+    def before_epoch(self): self.tot, self.n, self.tdice = 0., 0, []
     def after_batch(self):              # the epoch's mean training loss (fastai's smoothed loss restarts with every `fit`, so it cannot be compared across a resume)
-        if self.training: self.tot += self.learn.loss.detach().item() * len(self.learn.yb[0]); self.n += len(self.learn.yb[0])
+        if not self.training: return
+        self.tot += self.learn.loss.detach().item() * len(self.learn.yb[0]); self.n += len(self.learn.yb[0])
+        self.tdice += dice_per_item(self.learn.pred.detach().argmax(1), self.learn.yb[0])   # Dice of each augmented training item as the network saw it
     def after_epoch(self):
-        _, vl, dice = [float(v) for v in self.learn.recorder.values[-1][:3]]
-        tot, n = map(sum, zip(*all_gather_object((self.tot, self.n))))   # over all processes' shares (one process: its own)
+        _, vl, dice, soft = [float(v) for v in self.learn.recorder.values[-1][:4]]
+        tot, n, td = map(lambda parts: sum(parts, type(parts[0])()), zip(*all_gather_object((self.tot, self.n, self.tdice))))   # over all processes' shares
+        td = np.array(td, float)
         ep = self.offset + self.epoch + 1         # epochs done in this phase
         st = self.state
         row = broadcast_object(dict(phase=self.phase, epoch=ep, stage_epoch=len(st['log']) + 1, train_loss=tot / max(n, 1), valid_loss=vl,
-                                    dice=dice, lr=float(self.learn.opt.hypers[-1]['lr']), time=time.strftime('%Y-%m-%dT%H:%M:%S')))
+                                    dice=dice, train_dice=float(np.nanmean(td)) if np.isfinite(td).any() else float('nan'), soft_dice=soft, lr=float(self.learn.opt.hypers[-1]['lr']), time=time.strftime('%Y-%m-%dT%H:%M:%S')))
         st['log'].append(row)                     # rank 0's row on every process: one best-epoch decision
         better = math.isfinite(row['dice']) and row['dice'] > st['best']
         if better: st['best'], st['best_epoch'] = row['dice'], len(st['log'])
@@ -256,7 +274,7 @@ def build_model(cfg:TrainConfig)->R3DUNet:
 def _learner(cfg:TrainConfig, stage:StageConfig, dls, model)->Learner:
     "A fastai Learner with the paper's loss and metric, encoder/decoder layer groups and frozen BatchNorm when frozen."
     keep_bn = cfg.pretrained or cfg.weights is not None
-    learn = Learner(dls, model, loss_func=DiceCELoss(cfg.dice_weight, cfg.ce_weight), metrics=[MacroDice()], splitter=unet_splitter,
+    learn = Learner(dls, model, loss_func=DiceCELoss(cfg.dice_weight, cfg.ce_weight), metrics=[MacroDice(), SoftDice()], splitter=unet_splitter,
                     wd=stage.wd, train_bn=False, cbs=[FrozenEncoderEval()] if keep_bn else [])
     if cfg.fp16 and dls.device is not None and torch.device(dls.device).type == 'cuda': learn.to_fp16()
     return learn
@@ -269,6 +287,17 @@ def _saved_streams(ck:dict)->dict|None:
     if not launched() or rank() == 0: return dict(rng=ck['rng'], loader=ck.get('loader'))
     ranks = ck.get('ranks') or []
     return ranks[rank()] if len(ranks) == world_size() else None   # else: keep the fresh streams `rank_seed` gave it
+
+# %% ../nbs/20_train.ipynb #c026e
+def resolve_encoder(cfg:TrainConfig, fetch=None, say=print)->TrainConfig:
+    "`cfg` as it will train: Kinetics-400 weights found or downloaded if asked; else, with `scratch_fallback`, a random encoder and no frozen phase."
+    if not cfg.pretrained or cfg.weights is not None: return cfg
+    try: (fetch or _kinetics_file)(); return cfg
+    except (RuntimeError, OSError) as e:
+        if not cfg.scratch_fallback: raise
+        say(f"No Kinetics-400 r3d_18 weights here (none in {kinetics_weights_path().parent}, download failed: {type(e.__cause__ or e).__name__}): "
+            f"the encoder trains from scratch, without the frozen phase (--weights r3d_18-b3b3357e.pth trains it as the paper did).")
+        return replace(cfg, pretrained=False, stage1=replace(cfg.stage1, frozen_epochs=0), stage2=replace(cfg.stage2, frozen_epochs=0))
 
 # %% ../nbs/20_train.ipynb #c027
 def check_cache(cache, grid):
@@ -304,7 +333,7 @@ def write_data_info(cfg:TrainConfig, cache, run_dir)->dict:
 # %% ../nbs/20_train.ipynb #c028
 def train_stage(cfg:TrainConfig, k:int, cache, run_dir, resume:bool=False, dls=None, device=None, init:dict|None=None, quiet:bool=False, cbs=())->dict:
     "Train stage `k` (1 or 2) of `cfg` on `cache` into `run_dir/stage<k>`; resume a killed run if asked; return its summary."
-    stage, run_dir = cfg.stage(k), Path(run_dir)
+    stage, run_dir, t0 = cfg.stage(k), Path(run_dir), time.time()
     if launched(): device = setup(device)    # one of several processes (torchrun): join the group; this process's GPU, or the CPU
     sdir = run_dir/f"stage{k}"
     done = sdir/'done.json'
@@ -320,7 +349,7 @@ def train_stage(cfg:TrainConfig, k:int, cache, run_dir, resume:bool=False, dls=N
     _seed_all(cfg.seed + k)
     if dls is None:
         check_cache(cache, stage.grid)
-        dls = make_dls(cache, stage.grid, stage.bs, aug=AugConfig(**cfg.aug), device=device, seed=rank_seed(cfg.seed + k))   # each process augments its own way
+        dls = make_dls(cache, stage.grid, stage.bs, aug=AugConfig(**cfg.aug), device=device, seed=rank_seed(cfg.seed + k), repeats=stage.repeats)   # each process augments its own way
     if cfg.max_batches:                 # smoke runs: fewer items per epoch (fastai drops the losses of cancelled passes, so no cancelling)
         for dl in (dls.train, dls.valid): dl.n = min(dl.n, cfg.max_batches * dl.bs)
     with main_first():                  # the same seed, the same initial weights on every process; rank 0 downloads first
@@ -355,7 +384,7 @@ def train_stage(cfg:TrainConfig, k:int, cache, run_dir, resume:bool=False, dls=N
     synthetic = is_synthetic_cache(cache)
     summary = dict(stage=k, profile=cfg.profile, epochs=len(state['log']), best_dice=state['best'], best_epoch=state['best_epoch'],
                    grid=list(stage.grid), synthetic=synthetic, best_model=str(sdir/'best.pth'),
-                   processes=world_size())   # data-parallel processes (GPUs) of the run that finished the stage; the paper: 1
+                   processes=world_size(), seconds=round(time.time() - t0, 1))   # data-parallel processes (GPUs) of the run that finished the stage; the paper: 1
     if is_main():
         plot_log(sdir/'log.csv', sdir/'curves.png', title=f"stage {k} ({cfg.profile} profile)" + (', SYNTHETIC data' if synthetic else ''))
         with atomic_path(done) as t: t.write_text(json.dumps(summary, indent=1))
@@ -372,6 +401,8 @@ def plot_log(log_csv, out_png=None, title:str=''):
     fig, ax = plt.subplots(1, 2, figsize=(9, 3.2))
     ax[0].plot(d.stage_epoch, d.train_loss, label='train loss'); ax[0].plot(d.stage_epoch, d.valid_loss, label='tuning loss')
     ax[1].plot(d.stage_epoch, d.dice, color='C2', label='tuning Dice')
+    for k, c, lab in (('soft_dice', 'C4', 'tuning soft Dice'), ('train_dice', 'C1', 'training Dice (augmented)')):
+        if k in d: ax[1].plot(d.stage_epoch, d[k], color=c, ls='--', lw=1, label=lab)
     for p in d.groupby('phase', sort=False).stage_epoch.min().iloc[1:]: [a.axvline(p - .5, ls=':', c='grey') for a in ax]
     ax[0].legend(); ax[1].legend(); ax[0].set_xlabel('epoch'); ax[1].set_xlabel('epoch'); fig.suptitle(title, fontsize=10)
     fig.tight_layout()
@@ -383,6 +414,7 @@ def train(cfg:TrainConfig, cache, run_dir, stages=(1, 2), resume:bool=False, dev
     "Train the stages of `cfg` in order (stage 2 starts from stage 1's best weights); save the config with the run; return the stage summaries."
     if launched(): device = setup(device)    # started by torchrun / accelerate launch: data-parallel, rank 0 writes
     run_dir = Path(run_dir)
+    with main_first(): cfg = resolve_encoder(cfg, say=print if is_main() and not quiet else (lambda *a: None))   # rank 0 downloads first
     cpath = run_dir/'config.json'
     if cpath.exists():
         saved = json.loads(cpath.read_text())
