@@ -6,8 +6,11 @@ Docs: https://covseg.github.io/covseg/cli.html.md"""
 
 # %% ../nbs/90_cli.ipynb #c002
 from __future__ import annotations
-import sys, argparse
-from pathlib import Path
+import sys, math, argparse
+from dataclasses import fields, is_dataclass, replace
+from pathlib import Path, PurePath
+from types import UnionType
+from typing import Union, get_args, get_origin, get_type_hints
 import pandas as pd
 from .io import CovsegInputError
 from .synth import synthesize, SIZES
@@ -15,7 +18,7 @@ from .preprocess import prepare, summary, parse_grid, grid_name, PAPER_GRIDS
 from .datasets import INFECTIOUS
 
 # %% auto #0
-__all__ = ['build_parser', 'main']
+__all__ = ['build_parser', 'main', 'ConfigOverrideError', 'apply_overrides']
 
 # %% ../nbs/90_cli.ipynb #c006
 def _size(s:str):
@@ -35,6 +38,8 @@ def build_parser()->argparse.ArgumentParser:
     s = sub.add_parser('synth', help='write synthetic Coronacases, MosMed and RICORD datasets in their real layouts')
     s.add_argument('out', type=Path, help='output folder (gets coronacases/, mosmed/, ricord/)')
     s.add_argument('--cases', type=int, default=4, help='cases per dataset')
+    s.add_argument('--ricord-cases', type=int, default=None, help='RICORD (training) studies, if not --cases')
+    s.add_argument('--lesion-mm', type=_range, default=None, help="range of the infiltrates' radii in mm, LO-HI (default: the phantom's 5-40)")
     s.add_argument('--seed', type=int, default=0)
     s.add_argument('--size', type=_size, default='small', help="'small' (CPU demo), 'full' (512x512 slices) or ZxYxX")
     s.add_argument('--lesions', type=_range, default=None, help="infiltrates per phantom, LO-HI (e.g. 6-10; default: the phantom's own 1-8)")
@@ -58,6 +63,9 @@ def build_parser()->argparse.ArgumentParser:
     t.add_argument('--resume', action='store_true', help='continue a run that was stopped (same settings)')
     t.add_argument('--weights', type=Path, help="local r3d_18 Kinetics-400 weights file (torchvision's r3d_18-b3b3357e.pth) instead of downloading")
     t.add_argument('--device', default=None, help="'cuda', 'cpu', ... (default: a GPU if there is one)")
+    t.add_argument('--set', nargs='+', action='extend', default=[], metavar='KEY=VALUE',
+                   help="override settings of the profile, e.g. --set stage1.lr=2e-3 stage1.epochs=60 seed=3 aug.p_flip=0 stage2.grid=16x64x64 "
+                        "(KEY: a field such as seed, stageN.FIELD or aug.NAME; saved in RUN_DIR/config.json); put it after CACHE RUN_DIR")
     r = sub.add_parser('predict', help='segment a study (or a folder of studies); masks as NIfTI on their grid, DICOM SEG for DICOM input')
     r.add_argument('model', type=Path, help='a training run folder, one of its stage folders, or its stage2/best.pth')
     r.add_argument('input', type=Path, help='a NIfTI file, a DICOM series or study folder; or a folder of such studies (batch)')
@@ -86,7 +94,7 @@ def main(argv=None)->int:
     nfail = 0
     try:
         if a.command == 'synth':
-            ids = synthesize(a.out, a.cases, a.seed, a.size, a.lesions)
+            ids = synthesize(a.out, a.cases, a.seed, a.size, a.lesions, a.ricord_cases, a.lesion_mm)
             print(f"wrote synthetic data to {a.out}: " + ', '.join(f"{k} {len(v)}" for k, v in ids.items()))
             return 0
         if a.command == 'prepare':
@@ -103,7 +111,7 @@ def main(argv=None)->int:
         if a.command == 'train':
             from covseg.train import get_config, train
             kw = dict(weights=str(a.weights)) if a.weights else {}
-            cfg = get_config(a.profile, **kw)
+            cfg = apply_overrides(get_config(a.profile, **kw), a.set)   # a bad --set stops here, before anything is written
             stages = (1, 2) if a.stage == 'both' else (int(a.stage),)
             res = train(cfg, a.cache, a.run_dir, stages, a.resume, a.device)
             from covseg.distributed import is_main
@@ -149,7 +157,100 @@ def main(argv=None)->int:
             page = report(a.run_dir)
             print(f"report: {page.resolve()}  (open it in a browser; Markdown: {page.with_suffix('.md')})")
             return 1 if nfail else 0
-    except (CovsegInputError, FileExistsError) as e:
+    except (CovsegInputError, ConfigOverrideError, FileExistsError) as e:
         print(f"covseg {a.command}: error: {e}", file=sys.stderr)
         return 2
     return 1
+
+# %% ../nbs/90_cli.ipynb #c022
+class ConfigOverrideError(ValueError):
+    "A `--set KEY=VALUE` that names no field of the training config, or whose value is not of that field's type."
+
+_NONE, _TRUE, _FALSE = ('none', 'null'), ('true', '1', 'yes'), ('false', '0', 'no')
+
+def _is_group(v)->bool: return isinstance(v, dict) or (is_dataclass(v) and not isinstance(v, type))
+
+def _children(o)->dict:
+    "The settings of one level of a config: a dataclass's fields or a dict's items."
+    return {f.name: getattr(o, f.name) for f in fields(o)} if is_dataclass(o) else dict(o)
+
+def _keys(o, prefix:str='')->list:
+    "The `--set` keys of config level `o`; a group shows as `prefix.name.{a,b,...}`."
+    return [f"{prefix}{k}.{{{','.join(_children(v))}}}" if _is_group(v) else prefix + k
+            for k, v in _children(o).items() if prefix or k != 'profile']
+
+def _hints(o)->dict:
+    "The evaluated annotations of dataclass `o` (none for a dict, or if they cannot be evaluated: the current values' types count)."
+    try: return get_type_hints(type(o)) if is_dataclass(o) else {}
+    except Exception: return {}
+
+def _expect(tp, cur)->str:
+    "What a value of type `tp` looks like, in words."
+    if get_origin(tp) in (Union, UnionType):
+        return ' or '.join(_expect(a, cur) if a is not type(None) else 'none' for a in get_args(tp))
+    if tp is tuple or get_origin(tp) is tuple:
+        return f"{len(cur)} {type(cur[0]).__name__}s such as {'x'.join(map(str, cur))} or {','.join(map(str, cur))}" if isinstance(cur, tuple) and cur else 'a tuple'
+    return {bool: 'a bool (true/false, yes/no, 1/0)', int: 'an int', float: 'a finite float', str: 'a str'}.get(tp, getattr(tp, '__name__', str(tp)))
+
+def _parse(s:str, tp, cur):
+    "String `s` as a value of type `tp` (`cur`: the current value, for tuples); ValueError if it is not one."
+    bad = ValueError(_expect(tp, cur))
+    if get_origin(tp) in (Union, UnionType):
+        if type(None) in get_args(tp) and s.strip().lower() in _NONE: return None
+        for a in get_args(tp):
+            if a is type(None): continue
+            try: return _parse(s, a, cur)
+            except ValueError: pass
+        raise bad
+    if tp is bool:
+        if s.strip().lower() in _TRUE + _FALSE: return s.strip().lower() in _TRUE
+        raise bad
+    if tp is int:
+        try: return int(s)
+        except ValueError: raise bad from None
+    if tp is float:
+        try: v = float(s)
+        except ValueError: raise bad from None
+        if not math.isfinite(v): raise bad
+        return v
+    if tp is tuple or get_origin(tp) is tuple:
+        if not (isinstance(cur, tuple) and cur): raise bad
+        parts = s.strip().strip('()[]').lower().replace(',', 'x').split('x')
+        try: return tuple(_parse(p.strip(), type(c), c) for p, c in zip(parts, cur, strict=True))
+        except ValueError: raise bad from None
+    if isinstance(tp, type) and issubclass(tp, (str, PurePath)): return tp(s)
+    raise ValueError(f"{_expect(tp, cur)}, which cannot be set from the command line")
+
+def _set(o, path:list, raw:str, err, done:str=''):
+    "A copy of config level `o` with the setting at `path` (key parts) set from string `raw`; `err(msg)` makes the error."
+    kids, name = _children(o), path[0]
+    key = done + name
+    if name not in kids: raise err(f"unknown key {done + '.'.join(path)!r}; valid keys: {', '.join(_keys(o, done))}")
+    cur = kids[name]
+    if len(path) > 1:
+        if not _is_group(cur): raise err(f"unknown key {done + '.'.join(path)!r} ({key!r} has no sub-keys); valid keys: {', '.join(_keys(o, done))}")
+        v = _set(cur, path[1:], raw, err, key + '.')
+    elif _is_group(cur): raise err(f"{key!r} is a group of settings: set its keys one by one, valid keys: {', '.join(_keys(cur, key + '.'))}")
+    else:
+        tp = _hints(o).get(name, type(cur))
+        try: v = _parse(raw, tp, cur)
+        except ValueError as e: raise err(f"{key!r} expects {e}, not {raw!r}") from None
+    try: return replace(o, **{name: v}) if is_dataclass(o) else {**o, name: v}
+    except (TypeError, ValueError) as e: raise err(str(e)) from None
+
+def apply_overrides(cfg, # the training config (a `TrainConfig`, e.g. from `get_config`); not modified
+                    pairs:list[str]|None, # `KEY=VALUE` strings: KEY a field (`seed`), a stage's field (`stage1.lr`) or an augmentation (`aug.p_flip`)
+                   ):
+    "A copy of `cfg` (a `TrainConfig`) with the `KEY=VALUE` overrides in `pairs` applied in order, each value parsed by its field's type."
+    for pair in pairs or []:
+        key, eq, raw = pair.partition('=')
+        err = lambda msg: ConfigOverrideError(f"--set {pair}: {msg}")
+        key = key.strip()
+        if not eq or not key: raise err("expected KEY=VALUE, e.g. stage1.lr=2e-3")
+        if key == 'profile': raise err("the profile is chosen with --profile; --set overrides settings of that profile")
+        cfg = _set(cfg, key.split('.'), raw.strip(), err)
+        if key.split('.')[0] == 'aug':                   # the augmentations' own checks (ranges, probabilities)
+            from covseg.loaders import AugConfig
+            try: AugConfig(**cfg.aug)
+            except (TypeError, ValueError) as e: raise err(str(e)) from None
+    return cfg
