@@ -16,7 +16,7 @@ import os, sys, time, json, argparse, subprocess, tempfile, shutil, resource, re
 from pathlib import Path
 import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_data import machine, replace_section, BENCHMARKS
+from bench_data import machine, replace_section, section_pattern, BENCHMARKS
 
 HEAD = "## Inference (`bench/bench_infer.py`)"
 FULL = dict(shape=(300, 512, 512), spacing=(1.0, 0.7, 0.7), grid=(20, 256, 256), slide_spacing=(10.0, 1.0, 1.0))
@@ -113,8 +113,9 @@ def agreement(out:Path)->dict:
     return dict(max_abs=float(np.abs(a - b).max()), mean_abs=float(np.abs(a - b).mean()),
                 mask_dice=float(2 * inter / tot) if tot else float('nan'), voxels=int(a.size), shape=list(a.shape))
 
-def gpu_rows(cfg, device='cuda', big=((600, 512, 512), (2.5, 0.7, 0.7)))->list:
-    "(what, seconds, peak GPU memory GiB) per mode on `device`; a large study (shape, sliding spacing) shows memory stays bounded."
+def gpu_rows(cfg, device='cuda', big=((600, 512, 512), (2.5, 0.7, 0.7)), tta:bool=True)->list:
+    """(what, seconds, peak GPU memory GiB) per mode on `device`, with and (`tta`) without flip TTA; a large study (shape, sliding
+    spacing) shows memory stays bounded. `bench/gpu_check.py` reuses it (both modes, no TTA, no large study)."""
     import torch
     from covseg.infer import predict, sliding_size, patch_starts
     from covseg.io import Volume
@@ -131,10 +132,10 @@ def gpu_rows(cfg, device='cuda', big=((600, 512, 512), (2.5, 0.7, 0.7)))->list:
     p = make_phantom(cfg['shape'], spacing=cfg['spacing'], seed=1)
     vol = Volume(np.round(p.image).astype(np.int16), _geometry(p)); del p
     sh = 'x'.join(map(str, cfg['shape']))
-    rows = [(f"paper mode, {sh} study", *one(vol, mode='paper')),
-            (f"paper mode + TTA (2 flips), {sh} study", *one(vol, mode='paper', tta=True)),
-            (f"sliding mode, {sh} study", *one(vol, mode='sliding')),
-            (f"sliding mode + TTA (2 flips), {sh} study", *one(vol, mode='sliding', tta=True))]
+    rows = []
+    for mode in ('paper', 'sliding'):
+        rows.append((f"{mode} mode, {sh} study", *one(vol, mode=mode)))
+        if tta: rows.append((f"{mode} mode + TTA (2 flips), {sh} study", *one(vol, mode=mode, tta=True)))
     if big is not None:
         shape, fine = big
         b = make_phantom(shape, spacing=tuple(f / n for f, n in zip((375., 358.4, 358.4), shape)), seed=2)   # 0.625 x 0.7 x 0.7 mm at 600x512x512
@@ -147,7 +148,7 @@ def gpu_rows(cfg, device='cuda', big=((600, 512, 512), (2.5, 0.7, 0.7)))->list:
 def _keep_gpu_part()->list:
     "The GPU sub-section already in BENCHMARKS.md (kept when this machine has no GPU)."
     if not BENCHMARKS.exists(): return []
-    m = re.search(re.escape(HEAD) + r'.*?(?=\n## |\Z)', BENCHMARKS.read_text(), re.S)
+    m = section_pattern(HEAD).search(BENCHMARKS.read_text())
     g = re.search(r'\n(### GPU.*)', m.group(0), re.S) if m else None
     return g.group(1).rstrip('\n').split('\n') if g and 'No GPU figure' not in g.group(1) else []
 

@@ -5,7 +5,9 @@ stage sizes, counted with torch.utils.flop_counter on the meta device (no comput
 measured CPU step time at the smoke and demo sizes. On a CUDA machine, in addition, per paper stage:
 step time with mixed precision, samples/s, achieved TFLOP/s, the epoch time that follows for 100
 training volumes, peak GPU memory, and how much the data loader (cache + batched GPU augmentation)
-adds to the pure model step. Writes its sections into BENCHMARKS.md with the machine and card.
+adds to the pure model step (`stage_step`, which `bench/gpu_check.py` reuses). Writes its sections into BENCHMARKS.md
+with the machine; on a CUDA machine its GPU figures go into the GPU section through `bench/gpu_check.py --parts step`
+(the section `make gpu-check` owns), with the card.
 
 Run: `.venv/bin/python bench/bench_train.py` (one short command; a few minutes on a GPU)."""
 import os, sys, time, re, json, tempfile, shutil, statistics, platform
@@ -28,38 +30,40 @@ def step_flops(grid, bs)->float:
         DiceCELoss()(m(x), y).backward()
     return float(fc.get_total_flops())
 
-def time_steps(grid, bs, device, n=5, amp=False):
-    "Median seconds of one training step (forward, loss, backward, Adam step) with a fixed batch."
+def time_steps(grid, bs, device, n=5, amp=False, warmup=2):
+    "Median seconds of one training step (forward, loss, backward, Adam step) with a fixed batch, after `warmup` steps."
     torch.manual_seed(0)
     m = R3DUNet(2).to(device); opt = torch.optim.Adam(m.parameters(), 1e-4)
     x = torch.randn(bs, 1, *grid, device=device); y = (torch.rand(bs, *grid, device=device) > 0.9).long()
     scaler = torch.amp.GradScaler(enabled=amp)
     lf = DiceCELoss(); ts = []
-    for i in range(n + 2):
+    for i in range(n + warmup):
         if device == 'cuda': torch.cuda.synchronize()
         t0 = time.perf_counter()
         with torch.autocast(device_type=device, dtype=torch.float16, enabled=amp):
             loss = lf(m(x), y)
         opt.zero_grad(); scaler.scale(loss).backward(); scaler.step(opt); scaler.update()
         if device == 'cuda': torch.cuda.synchronize()
-        if i >= 2: ts.append(time.perf_counter() - t0)
+        if i >= warmup: ts.append(time.perf_counter() - t0)
     return statistics.median(ts)
 
-def loader_step(grid, bs, device, n=8):
-    "Median seconds of a training step when batches come from the covseg loader (cache, batched augmentation on the device)."
+def loader_step(grid, bs, device, n=8, cache=None, warmup=2):
+    """Median seconds of a training step when batches come from the covseg loader (cache, batched augmentation on the device).
+    `cache`: a prepared cache holding `grid` (else small synthetic RICORD studies are written and cached for it)."""
     from covseg.synth import write_ricord, mark_synthetic
     from covseg.preprocess import prepare
     from covseg.loaders import make_dls
     tmp = Path(tempfile.mkdtemp())
     try:
-        write_ricord(tmp/'data/ricord', n=max(8, bs * 3), seed=0); mark_synthetic(tmp/'data/ricord')
-        prepare(tmp/'data', tmp/'cache', grids=[grid])
-        dls = make_dls(tmp/'cache', grid, bs, device=device)
+        if cache is None:
+            write_ricord(tmp/'data/ricord', n=max(8, bs * 3), seed=0); mark_synthetic(tmp/'data/ricord')
+            prepare(tmp/'data', tmp/'cache', grids=[grid])
+        dls = make_dls(tmp/'cache' if cache is None else cache, grid, bs, device=device)
         torch.manual_seed(0)
         m = R3DUNet(2).to(device); opt = torch.optim.Adam(m.parameters(), 1e-4)
         scaler = torch.amp.GradScaler(enabled=device == 'cuda'); lf = DiceCELoss(); ts = []
         it = iter(dls.train); k = 0
-        while k < n + 2:
+        while k < n + warmup:
             if device == 'cuda': torch.cuda.synchronize()
             t0 = time.perf_counter()                       # the batch's loading and augmentation count too
             try: xb, yb = next(it)
@@ -68,7 +72,7 @@ def loader_step(grid, bs, device, n=8):
                 loss = lf(m(xb), yb)
             opt.zero_grad(); scaler.scale(loss).backward(); scaler.step(opt); scaler.update()
             if device == 'cuda': torch.cuda.synchronize()
-            if k >= 2: ts.append(time.perf_counter() - t0)
+            if k >= warmup: ts.append(time.perf_counter() - t0)
             k += 1
         return statistics.median(ts)
     finally: shutil.rmtree(tmp, ignore_errors=True)
@@ -85,7 +89,6 @@ def main():
              '| training step (forward + backward) | input | FLOPs |', '|---|---|---|'] + [f"| {a} | {b} | {c / 1e12:.2f} T |" for a, b, c in rows]
     write_section("## Model: parameters and FLOPs (`bench/bench_train.py`)", lines)
     print('\n'.join(lines))
-    flops = {r[0]: r[2] for r in rows}
     # CPU step times at the smoke and demo sizes
     cpu = []
     for prof in ('smoke', 'demo'):
@@ -99,21 +102,22 @@ def main():
     write_section("## Training step on the CPU (`bench/bench_train.py`)", lines)
     print('\n'.join(lines))
     if not torch.cuda.is_available(): return print('no CUDA GPU here: the GPU section of BENCHMARKS.md is left as it is')
-    card = torch.cuda.get_device_name(0)
-    gl = [f"Measured {time.strftime('%Y-%m-%d')} on **{card}** ({torch.cuda.get_device_properties(0).total_memory / 2**30:.0f} GiB), "
-          f"torch {torch.__version__}; mixed precision (fp16 autocast + GradScaler), median of 5 steps after 2 warm-up steps, synthetic data.", '',
-          '| stage | batch | step | samples/s | achieved TFLOP/s | epoch of 100 volumes | peak GPU memory | step with covseg loader | loader adds |',
-          '|---|---|---|---|---|---|---|---|---|']
-    for name, (grid, bs) in STAGES.items():
-        torch.cuda.empty_cache(); torch.cuda.reset_peak_memory_stats()
-        t = time_steps(grid, bs, 'cuda', n=5, amp=True)
-        peak = torch.cuda.max_memory_allocated() / 2**30
-        tl = loader_step(grid, bs, 'cuda')
-        gl.append(f"| {name} | {bs} | {t * 1000:.0f} ms | {bs / t:.1f} | {flops[name] / t / 1e12:.1f} | {100 / bs * t:.0f} s | {peak:.2f} GiB | "
-                  f"{tl * 1000:.0f} ms | {100 * (tl / t - 1):+.0f} % |")
-    gl += ['', "Targets: stage 2 peak memory under 8 GB; the loader adds at most 20 % to the pure step. The paper's figures on an "
-           "RTX 2080 Ti: 45 s per stage-1 epoch, 2:30 min per stage-2 epoch, 10 h 49 min in total."]
-    write_section("## GPU", gl)
-    print('\n'.join(gl))
+    import gpu_check                      # the GPU section is `make gpu-check`'s: write it with only this part measured
+    rc = gpu_check.main(['--parts', 'step'])
+    if rc: sys.exit(rc)
+
+def stage_step(grid, bs, device, n=5, loader_n=8, cache=None, warmup=2)->dict:
+    """One stage's training step on `device` (mixed precision on CUDA): median step time, samples/s, achieved TFLOP/s, the
+    epoch of 100 volumes that follows, peak `torch.cuda.max_memory_allocated` (GiB; NaN on the CPU), and the step with
+    batches from the covseg loader (`loader_step`, on `cache` if given) with the loader's share of it."""
+    cuda = torch.device(device).type == 'cuda'
+    fl = step_flops(grid, bs)
+    if cuda: torch.cuda.synchronize(); torch.cuda.empty_cache(); torch.cuda.reset_peak_memory_stats()
+    t = time_steps(grid, bs, device, n=n, amp=cuda, warmup=warmup)
+    peak = torch.cuda.max_memory_allocated() / 2**30 if cuda else float('nan')
+    tl = loader_step(grid, bs, device, n=loader_n, cache=cache, warmup=warmup)
+    if cuda: torch.cuda.empty_cache()
+    return dict(grid=tuple(grid), bs=bs, flops=fl, step_s=t, samples_s=bs / t, tflops=fl / t / 1e12, epoch100_s=100 / bs * t,
+                peak_gib=peak, loader_step_s=tl, loader_adds=tl / t - 1, loader_share=max(tl - t, 0.) / tl, epoch100_loader_s=100 / bs * tl)
 
 if __name__ == '__main__': main()
