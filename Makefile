@@ -7,10 +7,13 @@ STAMP := $(VENV)/.covseg-installed
 DEMO_DATA ?= data/synthetic
 DEMO_CACHE ?= cache/demo
 DEMO_CASES ?= 12
-DEMO_LESIONS ?= 6-10
+DEMO_RICORD ?= 40
+DEMO_LESIONS ?= 4-8
+DEMO_LESION_MM ?= 15-40
 DEMO_RUN ?= runs/demo
+DEMO_SEED ?= 42
 
-.PHONY: install demo test nbtest check-sync clean-outputs browser docs-check
+.PHONY: install demo test nbtest check-sync clean-outputs browser docs-check gpu-check
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || python3 -m venv $(VENV)
@@ -24,10 +27,10 @@ install: $(STAMP)
 # (at the demo profile's small grids), train both stages with the demo profile, evaluate both
 # inference modes on the tuning and hold-out sets and write the report (runs/demo/report.html).
 demo: $(STAMP)
-	$(BIN)/covseg synth $(DEMO_DATA) --cases $(DEMO_CASES) --lesions $(DEMO_LESIONS) --seed 0
-	$(BIN)/covseg prepare $(DEMO_DATA) $(DEMO_CACHE) --resplit --grids 16x48x48,16x64x64
+	$(BIN)/covseg synth $(DEMO_DATA) --cases $(DEMO_CASES) --ricord-cases $(DEMO_RICORD) --lesions $(DEMO_LESIONS) --lesion-mm $(DEMO_LESION_MM) --seed 0
+	$(BIN)/covseg prepare $(DEMO_DATA) $(DEMO_CACHE) --resplit --grids 16x48x48,24x64x64
 	rm -rf $(DEMO_RUN)
-	$(BIN)/covseg train $(DEMO_CACHE) $(DEMO_RUN) --profile demo
+	$(BIN)/covseg train $(DEMO_CACHE) $(DEMO_RUN) --profile demo --set seed=$(DEMO_SEED)
 	$(BIN)/covseg evaluate $(DEMO_RUN) --mode both --report
 
 # Notebook tests (cells flagged cuda/data/slow are skipped), the docs check, then the check that
@@ -35,7 +38,7 @@ demo: $(STAMP)
 # 70 M-parameter model (3-10 GB of RAM each, the distributed one with two processes) run one at a
 # time after the others, each in a fresh process, so that two of them never meet in memory: side by
 # side in nbdev-test's two workers they once took a 24 GB machine out of memory.
-TRAIN_NBS := 20_train 21_train_stages 22_distributed 90_cli
+TRAIN_NBS := 20_train 21_train_stages 22_distributed 90_cli 92_gpu_check
 empty :=
 bar := |
 test: $(STAMP) browser
@@ -59,6 +62,13 @@ check-sync: $(STAMP)
 	  $(BIN)/nbdev-export && $(BIN)/nbdev-clean && $(PY) tools/make_readme.py && \
 	  git diff --exit-code --stat -- covseg nbs README.md || { echo "nbdev-export/nbdev-clean changed files: commit clean notebooks and the exported library"; exit 1; }; \
 	fi
+
+# On a CUDA machine, in at most 8 minutes (GPU_BUDGET seconds): the `cuda` notebook cells, the paper-size training step per
+# stage, a shortened `paper` profile run on full-size synthetic studies, whole-study inference in both modes; writes the GPU
+# section of BENCHMARKS.md and fails if a part failed or a target was missed (bench/gpu_check.py; --cpu-test: CPU, tiny).
+GPU_BUDGET ?= 480
+gpu-check: $(STAMP)
+	$(PY) bench/gpu_check.py --budget $(GPU_BUDGET)
 
 clean-outputs:
 	rm -rf $(DEMO_DATA) $(DEMO_CACHE) $(DEMO_RUN) _proc _docs
