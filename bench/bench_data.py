@@ -51,12 +51,19 @@ def main(shape=(300, 512, 512), reps=3):
 
 BENCHMARKS = Path(__file__).resolve().parent.parent/'BENCHMARKS.md'
 
+def section_pattern(head:str)->re.Pattern:
+    """The section whose heading line is exactly `head` (e.g. '## GPU'; trailing blanks allowed), up to the next heading of
+    level 2 or the end: anchored at a line's start, so '## GPU' does not match a '### GPU' sub-section or a mention in
+    prose (the same anchoring as `gpu_check.write_section`)."""
+    return re.compile(r'^' + re.escape(head.rstrip()) + r'[ \t]*$.*?(?=^## |\Z)', re.S | re.M)
+
 def replace_section(head:str, lines:list, path=BENCHMARKS):
     "Put the section `head` + `lines` into BENCHMARKS.md, replacing the section of that head if present (one blank line between sections)."
+    path = Path(path)
     text = path.read_text() if path.exists() else '# Benchmarks\n'
-    sec = '\n'.join([head, ''] + list(lines)) + '\n'
-    pat = re.compile(re.escape(head) + r'.*?(?=\n## |\Z)', re.S)
-    text = pat.sub(lambda m: sec, text) if pat.search(text) else text.rstrip('\n') + '\n\n' + sec
+    sec = '\n'.join([head, ''] + list(lines)).rstrip('\n') + '\n\n'
+    pat = section_pattern(head)
+    text = pat.sub(lambda m: sec, text, count=1) if pat.search(text) else text.rstrip('\n') + '\n\n' + sec
     text = re.sub(r'([^\n])\n(## )', r'\1\n\n\2', re.sub(r'\n{3,}', '\n\n', text))   # one blank line before every section
     path.write_text(text.rstrip('\n') + '\n')
 

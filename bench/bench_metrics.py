@@ -33,7 +33,7 @@ def breakdown(pred, gt, spacing)->dict:
     cum = lambda name: sum(v[3] for k, v in st.items() if k[2] == name)
     parts = {'distance transforms (scipy `distance_transform_edt`, 2 calls)': cum('distance_transform_edt'),
              'neighbour codes (scipy `correlate`, 2 calls)': cum('correlate'),
-             "sorting the surfels (covseg's lexsort in place of the reference's pure-Python `sorted`, 0.22 s before)": cum('_sort_distances_surfels'),
+             "sorting the surfels (covseg's lexsort in place of the reference's pure-Python `sorted`)": cum('_sort_distances_surfels'),
              'bounding box and crop': cum('_compute_bounding_box') + cum('_crop_to_bounding_box')}
     total = cum('normalized_surface_dice')
     parts['everything else (input checks, masks, lookups)'] = total - sum(parts.values())
