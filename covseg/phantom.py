@@ -15,8 +15,8 @@ from scipy import ndimage as ndi
 
 # %% auto #0
 __all__ = ['FOV_MM', 'grid_mm', 'SmoothField', 'draw_anatomy', 'body_axes', 'cavity_axes', 'diaphragm', 'lung_labels',
-           'render_anatomy', 'hilum', 'vessel_tree', 'render_tubes', 'bronchi', 'coarse_lungs', 'draw_lesions',
-           'render_lesion', 'draw_nodules', 'noise_and_blur', 'Phantom', 'make_phantom', 'show_phantom']
+           'render_anatomy', 'hilum', 'vessel_tree', 'render_tubes', 'bronchi', 'coarse_lungs', 'lesion_radius_range',
+           'draw_lesions', 'render_lesion', 'draw_nodules', 'noise_and_blur', 'Phantom', 'make_phantom', 'show_phantom']
 
 # %% ../nbs/01_phantom.ipynb #c007
 FOV_MM = (300., 380., 380.)  # default field of view (z, y, x) in mm: a chest from the upper abdomen to the neck
@@ -394,6 +394,12 @@ def _lesion(rng, centre, radius, kind, hu, hu_sd, normal=None, core=0., fade=0.6
                 core_hu=float(rng.uniform(-60, 40)), fade=fade,
                 shape_field=SmoothField(rng, box, max(0.6*radius, 4.)), tex_field=SmoothField(rng, box, 5.))
 
+def lesion_radius_range(radius_mm)->tuple:
+    "`radius_mm` (lo, hi) as floats, refused unless 1 <= lo <= hi <= 60 mm."
+    r_lo, r_hi = (float(v) for v in radius_mm)
+    if not 1 <= r_lo <= r_hi <= 60: raise ValueError(f"radius_mm must be a range (lo, hi) in mm with 1 <= lo <= hi <= 60, not {radius_mm!r}")
+    return r_lo, r_hi
+
 def draw_lesions(rng:np.random.Generator, # draws count, places, sizes and kinds
                  an:SimpleNamespace, # anatomy parameters
                  fov_mm:tuple, # field of view (z, y, x) in mm: lesions are placed inside it
@@ -415,8 +421,7 @@ def draw_lesions(rng:np.random.Generator, # draws count, places, sizes and kinds
         g = grad[iz[j], iy[j], ix[j]]
         return None if depth[iz[j], iy[j], ix[j]] > 15 or not g.any() else -g
     n = int(rng.integers(1, 9)) if n_lesions is None else int(n_lesions)
-    r_lo, r_hi = (float(v) for v in radius_mm)
-    if not 1 <= r_lo <= r_hi <= 60: raise ValueError(f"radius_mm must be a range (lo, hi) in mm with 1 <= lo <= hi <= 60, not {radius_mm!r}")
+    r_lo, r_hi = lesion_radius_range(radius_mm)
     out = []
     for i in range(n):
         j = rng.choice(len(w), p=w/w.sum())

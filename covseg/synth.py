@@ -16,7 +16,7 @@ import pydicom
 from pydicom.dataset import FileDataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, CTImageStorage
 from .io import Geometry, Volume, write_image, atomic_path, progress
-from .phantom import make_phantom, Phantom
+from .phantom import make_phantom, Phantom, lesion_radius_range
 
 # %% auto #0
 __all__ = ['SIZES', 'RICORD_LABELS', 'INFECTIOUS_LABELS', 'RICORD_JSON', 'SYNTHETIC_MARK', 'write_coronacases', 'write_mosmed',
@@ -244,7 +244,7 @@ def synthesize(out, n:int=4, seed:int=0, size='small', lesions=None,
     "Write the three synthetic datasets under `out/coronacases`, `out/mosmed`, `out/ricord`; return the case ids per dataset."
     out = Path(out)
     _lesion_count(lesions, 0)                             # bad ranges are refused before anything is replaced
-    if lesion_mm is not None: make_phantom((2, 8, 8), lesion_mm=tuple(lesion_mm))
+    if lesion_mm is not None: lesion_radius_range(lesion_mm)
     for k in ('coronacases', 'mosmed', 'ricord'):        # replace earlier phantoms, never anything else
         d = out/k
         if d.exists() and any(d.iterdir()):

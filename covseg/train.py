@@ -401,7 +401,7 @@ def plot_log(log_csv, out_png=None, title:str=''):
     fig, ax = plt.subplots(1, 2, figsize=(9, 3.2))
     ax[0].plot(d.stage_epoch, d.train_loss, label='train loss'); ax[0].plot(d.stage_epoch, d.valid_loss, label='tuning loss')
     ax[1].plot(d.stage_epoch, d.dice, color='C2', label='tuning Dice')
-    for k, c, lab in (('soft_dice', 'C4', 'tuning soft Dice'), ('train_dice', 'C1', 'training Dice (augmented)')):
+    for k, c, lab in (('soft_dice', 'C4', 'tuning soft Dice'), ('train_dice', 'C1', 'training Dice (as trained)')):
         if k in d: ax[1].plot(d.stage_epoch, d[k], color=c, ls='--', lw=1, label=lab)
     for p in d.groupby('phase', sort=False).stage_epoch.min().iloc[1:]: [a.axvline(p - .5, ls=':', c='grey') for a in ax]
     ax[0].legend(); ax[1].legend(); ax[0].set_xlabel('epoch'); ax[1].set_xlabel('epoch'); fig.suptitle(title, fontsize=10)
