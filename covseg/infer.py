@@ -14,7 +14,7 @@ from torch import nn
 from fastcore.basics import patch
 from .io import CovsegInputError, Volume, read_image, write_image, progress, is_image_file, NIFTI_SUFFIXES
 from .preprocess import resize, resample_to, canonical_flips
-from .loaders import normalise_hu
+from .loaders import normalise_hu, AIR_LEVEL
 from .model import R3DUNet, read_state_dict
 
 # %% auto #0
@@ -132,7 +132,7 @@ def patch_starts(size:int, patch:int, overlap:float=0.5)->list:
 
 # %% ../nbs/31_infer.ipynb #c026
 PROGRESS_MIN_PATCHES = 8   # show a progress bar from this many patches on
-PAD_VALUE = -1.            # padding of studies smaller than a patch: air (the window's lowest value)
+PAD_VALUE = AIR_LEVEL      # padding of studies smaller than a patch: air, as the window floors it
 
 def sliding_window_proba(model:nn.Module, # the network, on `device`, in eval mode
                          x:np.ndarray,    # (D, H, W) normalised input, in CPU memory

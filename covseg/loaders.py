@@ -19,27 +19,29 @@ from .io import CovsegInputError
 from .preprocess import load_case, grid_name
 
 # %% auto #0
-__all__ = ['HU_WINDOW', 'NOISE_BANK_SEED', 'normalise_hu', 'entries', 'CachedVolumes', 'LungWindow', 'AugConfig', 'corner_points',
-           'rotation', 'dense', 'zsteps', 'zpass', 'warp1', 'warp', 'draw', 'noise_window', 'augment', 'Augment3D',
-           'make_dls']
+__all__ = ['HU_WINDOW', 'AIR_HU', 'AIR_LEVEL', 'NOISE_BANK_SEED', 'normalise_hu', 'entries', 'CachedVolumes', 'LungWindow',
+           'AugConfig', 'corner_points', 'rotation', 'dense', 'zsteps', 'zpass', 'warp1', 'warp', 'draw',
+           'noise_window', 'augment', 'Augment3D', 'make_dls']
 
 # %% ../nbs/11_loaders.ipynb #c007
-HU_WINDOW = (-1350., 150.)   # lung window W1500 L-600: clipped, then scaled to [-1, 1]
+HU_WINDOW = (-1350., 150.)   # lung window W1500 L-600: scaled to [-1, 1] (clipped above at 150 HU)
+AIR_HU = -1024.              # the floor: lower values are padding outside the field of view, not tissue
+AIR_LEVEL = 2 * (AIR_HU - HU_WINDOW[0]) / (HU_WINDOW[1] - HU_WINDOW[0]) - 1   # air after scaling (-0.565)
 
 def _window_(x):
-    "Clip `x` (float array or tensor) to `HU_WINDOW` and scale it to [-1, 1], in place."
+    "Clip `x` (float array or tensor) to air .. `HU_WINDOW`'s top and scale `HU_WINDOW` to [-1, 1], in place."
     lo, hi = HU_WINDOW
     a = 2 / (hi - lo)
-    if isinstance(x, torch.Tensor): return x.clamp_(lo, hi).mul_(a).sub_(1 + lo * a)
-    np.clip(x, lo, hi, out=x); x *= a; x -= 1 + lo * a
+    if isinstance(x, torch.Tensor): return x.clamp_(AIR_HU, hi).mul_(a).sub_(1 + lo * a)
+    np.clip(x, AIR_HU, hi, out=x); x *= a; x -= 1 + lo * a
     return x
 
 def normalise_hu(x):
-    "`x` (HU; NumPy array or torch tensor) clipped to `HU_WINDOW` and scaled linearly to [-1, 1]; integers become float32."
+    "`x` (HU; NumPy array or torch tensor) clipped to air (`AIR_HU`) .. 150 HU, `HU_WINDOW` scaled linearly to [-1, 1]; integers become float32."
     if isinstance(x, torch.Tensor):
         if x.dtype not in (torch.int16, torch.int32, torch.int64): return _window_(x.float() if not x.is_floating_point() else x.clone())
         lo, hi = HU_WINDOW; a = 2 / (hi - lo)                               # HU integers: clip in their own (narrower) type, then one pass to float32
-        return torch.mul(x.clamp(int(lo), int(hi)), a, out=torch.empty(x.shape, dtype=torch.float32, device=x.device)).sub_(1 + lo * a)
+        return torch.mul(x.clamp(int(AIR_HU), int(hi)), a, out=torch.empty(x.shape, dtype=torch.float32, device=x.device)).sub_(1 + lo * a)
     x = np.asarray(x)
     return _window_(x.copy() if np.issubdtype(x.dtype, np.floating) else x.astype(np.float32))
 
@@ -171,7 +173,7 @@ def zpass(vp:torch.Tensor, dv:torch.Tensor, s:torch.Tensor, lo:list, hi:list, ou
     return out
 
 def warp1(x:torch.Tensor, y:torch.Tensor, corners:torch.Tensor, out_x:torch.Tensor, out_y:torch.Tensor, ws:dict|None=None, chunk:int=2):
-    "Resample one image `x` (1 x D x H x W, padded with -1) and its mask `y` (D x H x W, thresholded at 0.5) together through the map given by its corner values (2 x 2 x 2 x 3) into `out_x` and `out_y`."
+    "Resample one image `x` (1 x D x H x W, padded with air, `AIR_LEVEL`) and its mask `y` (D x H x W, thresholded at 0.5) together through the map given by its corner values (2 x 2 x 2 x 3) into `out_x` and `out_y`."
     ws = {} if ws is None else ws
     D, H, W = y.shape
     c = corners[None].to(x.device, x.dtype)
@@ -179,7 +181,7 @@ def warp1(x:torch.Tensor, y:torch.Tensor, corners:torch.Tensor, out_x:torch.Tens
     planar = bool((zc - torch.tensor([1., D], dtype=zc.dtype).view(2, 1, 1)).abs().max() < 1e-6)   # output slice d reads slice d: no z pass
     if not planar:
         vp = _buf(ws, 'vp', (2, D + 2, H, W), x)
-        torch.add(x[0], 1, out=vp[0, 1:-1]); vp[1, 1:-1].copy_(y)             # -1 (outside the field of view) -> 0, so zero padding pads with it
+        torch.sub(x[0], AIR_LEVEL, out=vp[0, 1:-1]); vp[1, 1:-1].copy_(y)    # air -> 0, so zero padding pads with air
         dv = zsteps(vp, _buf(ws, 'dv', (2, D + 1, H, W), x))
         s = dense(zc[None, ..., None].to(x.device, x.dtype), (D, H, W), out=_buf(ws, 's', (1, 1, D, H, W), x))[0, ..., 0]
         lo, hi = _slice_bounds(zc, D)
@@ -188,11 +190,11 @@ def warp1(x:torch.Tensor, y:torch.Tensor, corners:torch.Tensor, out_x:torch.Tens
     tb, gb = _buf(ws, 't', (n, 2, H, W), x), _buf(ws, 'g', (2, n, H, W), x)
     for j in range(0, D, n):                                                  # a few slices at a time, so that they stay in the cache between the passes
         m = min(n, D - j)
-        if planar: t = tb[:m]; torch.add(x[0, j:j + m], 1, out=t[:, 0]); t[:, 1].copy_(y[j:j + m])   # (reads only slices not yet written: safe in place)
+        if planar: t = tb[:m]; torch.sub(x[0, j:j + m], AIR_LEVEL, out=t[:, 0]); t[:, 1].copy_(y[j:j + m])   # (reads only slices not yet written: safe in place)
         else: t = zpass(vp, dv, s, lo, hi, out=tb[:m], ws=ws, ds=range(j, j + m))   # pass 1 (z); its slices are the batch of pass 2 (in-plane)
         g = torch.addcmul(a[0, :, j:j + m], dx[0, :, j:j + m], tx, out=gb[:, :m]).permute(1, 2, 3, 0)
         o = F.grid_sample(t, g, mode='bilinear', padding_mode='zeros', align_corners=False)
-        torch.sub(o[:, 0], 1, out=out_x[0, j:j + m]); torch.gt(o[:, 1], 0.5, out=out_y[j:j + m])
+        torch.add(o[:, 0], AIR_LEVEL, out=out_x[0, j:j + m]); torch.gt(o[:, 1], 0.5, out=out_y[j:j + m])
 
 def warp(x:torch.Tensor, y:torch.Tensor, corners:torch.Tensor, ws:dict|None=None)->tuple:
     "Images `x` (B x 1 x D x H x W) and masks `y` (B x D x H x W) resampled together through the maps given by their corner values (B x 2 x 2 x 2 x 3)."
