@@ -135,7 +135,7 @@ PROFILES = dict(
     paper=dict(stage1=StageConfig((18, 112, 112), 6, 200, 1e-3, frozen_epochs=10, frozen_lr=1e-2),
                stage2=StageConfig((20, 256, 256), 1, 200, 1e-4), pretrained=True),
     demo=dict(stage1=StageConfig((16, 48, 48), 2, 8, 2e-3, repeats=2, frozen_epochs=1, frozen_lr=1e-2),
-              stage2=StageConfig((24, 64, 64), 2, 2, 5e-4), pretrained=True, scratch_fallback=True, aug=asdict(AugConfig.none())),
+              stage2=StageConfig((24, 64, 64), 2, 5, 1e-3), pretrained=True, scratch_fallback=True, aug=asdict(AugConfig.none())),
     smoke=dict(stage1=StageConfig((8, 32, 32), 2, 2, 1e-3, frozen_epochs=1, frozen_lr=1e-2),
                stage2=StageConfig((8, 48, 48), 1, 1, 1e-4), pretrained=False, max_batches=2),
 )
