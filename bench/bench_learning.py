@@ -54,6 +54,11 @@ def grid_ceiling(man:pd.DataFrame, grid)->pd.DataFrame:
         rows.append(dict(dataset=r.dataset, dice=dice(back, m.array > 0)))
     return pd.DataFrame(rows).groupby('dataset', sort=False).dice.agg(['mean', 'min', 'count'])
 
+def lung_share(man:pd.DataFrame)->np.ndarray:
+    "Share of the lungs taken by the infiltrates, for the cases that ship a lung mask (Coronacases)."
+    rows = man[man.lung_mask.notna()]
+    return np.array([(read_image(r['mask']).array > 0).sum() / max((read_image(r.lung_mask).array > 0).sum(), 1) for _, r in rows.iterrows()])
+
 def lung_hull(img:np.ndarray)->np.ndarray:
     "Air (< -400 HU) not connected to the volume's border, closed in-plane and hole-filled per slice."
     lab, n = ndi.label(img < -400)
@@ -105,14 +110,17 @@ def read_ablation(out:Path)->dict:
     cfg = json.loads((out/'config.json').read_text())
     cache = Path(json.loads((out/'data.json').read_text())['cache'])
     s1 = cfg['stage1']
-    n_train = len(entries(cache, pd.read_csv(cache/'manifest.csv'), tuple(s1['grid']), 'train'))
+    man = pd.read_csv(cache/'manifest.csv')
+    n_train = len(entries(cache, man, tuple(s1['grid']), 'train'))
+    infiltrate = float(man.loc[man.split == 'train', 'infection_ml'].median())   # how large the training phantoms' infiltrates are
     steps = len(log) * int(np.ceil(n_train * s1.get('repeats', 1) / s1['bs']))
     nz = log.index[log.dice.fillna(0) > 0]
     last, sets = log.iloc[-1], overrides(cfg)
     return dict(steps=steps, best=float(log.dice.max()), best_epoch=int(log.dice.idxmax()) + 1, epochs=len(log),
                 first_nonzero=int(nz[0]) + 1 if len(nz) else None,
                 train_dice=float(last.get('train_dice', float('nan'))), soft_dice=float(last.get('soft_dice', float('nan'))),
-                command='`--set ' + ' '.join(sets) + '`' if sets else '(none: the demo profile)', seed=cfg['seed'])
+                command='`--set ' + ' '.join(sets) + '`' if sets else '(none: the demo profile)', seed=cfg['seed'],
+                cache=cache.name, infiltrate=infiltrate, trained=str(log.time.iloc[0])[:10] if 'time' in log else '?')
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split('\n')[0])
@@ -129,6 +137,11 @@ def main(argv=None):
              f"(as `make demo` prepares it): {(man.dataset == 'ricord').sum()} RICORD studies ({(man.split == 'train').sum()} training, "
              f"{(man.split == 'tune').sum()} tuning), {(man.dataset == 'coronacases').sum()} Coronacases, {(man.dataset == 'mosmed').sum()} MosMedData. "
              "**Synthetic data: not results of the paper.**", '']
+    share = lung_share(man)
+    if len(share):
+        lines += [f"**How large the infiltrates are**: they take {100 * np.median(share):.1f} % of the lungs (median; "
+                  f"{100 * share.min():.1f} to {100 * share.max():.1f} %) in the {len(share)} studies that ship a lung mask "
+                  f"(Coronacases); median infiltrate per RICORD training study {man.loc[man.split == 'train', 'infection_ml'].median():.0f} mL.", '']
     lines += ["**The grids' ceiling**: each reference mask resized to the grid as `prepare` does and mapped back to its "
               "study as inference does; the mean Dice (lowest) a network perfect at the grid could reach on the original grids.", '',
               '| grid | ' + ' | '.join(man.dataset.unique()) + ' |', '|---|' + '---|' * man.dataset.nunique()]
@@ -149,11 +162,12 @@ def main(argv=None):
         s1 = cfg.stage1
         lines += ['', f"**Ablations of stage 1** (`covseg train {a.cache.name} RUN --profile demo --stage 1 --set ...`; the demo profile: "
                   f"{grid_name(s1.grid)}, batch {s1.bs}, {s1.epochs} epochs of {s1.repeats} passes, one-cycle lr {s1.lr:g}). "
-                  "Training Dice is on the training batches as the network saw them (augmented where augmentation is on), soft Dice on the tuning cases, both at the last epoch:", '',
-                  '| run | overrides of the demo profile | seed | optimiser steps | best tuning Dice (epoch) | first epoch with tuning Dice > 0 | training Dice, last epoch | soft tuning Dice, last epoch |',
-                  '|---|---|---|---|---|---|---|---|']
+                  "Training Dice is on the training batches as the network saw them (augmented where augmentation is on), soft Dice on the tuning cases, both at the last epoch. "
+                  "Runs trained before 2026-12-02 saw the padding outside the scan circle (no floor at air, see `11_loaders`):", '',
+                  '| run | trained | cache (median infiltrate per training study) | overrides of the demo profile | seed | optimiser steps | best tuning Dice (epoch) | first epoch with tuning Dice > 0 | training Dice, last epoch | soft tuning Dice, last epoch |',
+                  '|---|---|---|---|---|---|---|---|---|---|']
         for n, r in rows.items():
-            lines.append(f"| {n} | {r['command']} | {r['seed']} | {r['steps']} | {r['best']:.3f} ({r['best_epoch']} of {r['epochs']}) | "
+            lines.append(f"| {n} | {r['trained']} | `{r['cache']}` ({r['infiltrate']:.0f} mL) | {r['command']} | {r['seed']} | {r['steps']} | {r['best']:.3f} ({r['best_epoch']} of {r['epochs']}) | "
                          f"{r['first_nonzero'] or 'never'} | {r['train_dice']:.3f} | {r['soft_dice']:.3f} |")
     replace_section(HEAD, lines, a.benchmarks)
     print('\n'.join(lines))
