@@ -54,6 +54,12 @@ def grid_ceiling(man:pd.DataFrame, grid)->pd.DataFrame:
         rows.append(dict(dataset=r.dataset, dice=dice(back, m.array > 0)))
     return pd.DataFrame(rows).groupby('dataset', sort=False).dice.agg(['mean', 'min', 'count'])
 
+AIR_FLOOR_SINCE = '2026-12-02'   # runs trained before this day saw the padding outside the scan circle (no floor at air)
+
+def train_infiltrate_ml(man:pd.DataFrame)->float:
+    "Median infiltrate volume (mL) of the training studies of a manifest: how large a cache's phantoms' infiltrates are."
+    return float(man.loc[man.split == 'train', 'infection_ml'].median())
+
 def lung_share(man:pd.DataFrame)->np.ndarray:
     "Share of the lungs taken by the infiltrates, for the cases that ship a lung mask (Coronacases)."
     rows = man[man.lung_mask.notna()]
@@ -112,7 +118,6 @@ def read_ablation(out:Path)->dict:
     s1 = cfg['stage1']
     man = pd.read_csv(cache/'manifest.csv')
     n_train = len(entries(cache, man, tuple(s1['grid']), 'train'))
-    infiltrate = float(man.loc[man.split == 'train', 'infection_ml'].median())   # how large the training phantoms' infiltrates are
     steps = len(log) * int(np.ceil(n_train * s1.get('repeats', 1) / s1['bs']))
     nz = log.index[log.dice.fillna(0) > 0]
     last, sets = log.iloc[-1], overrides(cfg)
@@ -120,7 +125,7 @@ def read_ablation(out:Path)->dict:
                 first_nonzero=int(nz[0]) + 1 if len(nz) else None,
                 train_dice=float(last.get('train_dice', float('nan'))), soft_dice=float(last.get('soft_dice', float('nan'))),
                 command='`--set ' + ' '.join(sets) + '`' if sets else '(none: the demo profile)', seed=cfg['seed'],
-                cache=cache.name, infiltrate=infiltrate, trained=str(log.time.iloc[0])[:10] if 'time' in log else '?')
+                cache=cache.name, infiltrate=train_infiltrate_ml(man), trained=str(log.time.iloc[0])[:10] if 'time' in log else '?')
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split('\n')[0])
@@ -141,7 +146,7 @@ def main(argv=None):
     if len(share):
         lines += [f"**How large the infiltrates are**: they take {100 * np.median(share):.1f} % of the lungs (median; "
                   f"{100 * share.min():.1f} to {100 * share.max():.1f} %) in the {len(share)} studies that ship a lung mask "
-                  f"(Coronacases); median infiltrate per RICORD training study {man.loc[man.split == 'train', 'infection_ml'].median():.0f} mL.", '']
+                  f"(Coronacases); median infiltrate per RICORD training study {train_infiltrate_ml(man):.0f} mL.", '']
     lines += ["**The grids' ceiling**: each reference mask resized to the grid as `prepare` does and mapped back to its "
               "study as inference does; the mean Dice (lowest) a network perfect at the grid could reach on the original grids.", '',
               '| grid | ' + ' | '.join(man.dataset.unique()) + ' |', '|---|' + '---|' * man.dataset.nunique()]
@@ -163,7 +168,7 @@ def main(argv=None):
         lines += ['', f"**Ablations of stage 1** (`covseg train {a.cache.name} RUN --profile demo --stage 1 --set ...`; the demo profile: "
                   f"{grid_name(s1.grid)}, batch {s1.bs}, {s1.epochs} epochs of {s1.repeats} passes, one-cycle lr {s1.lr:g}). "
                   "Training Dice is on the training batches as the network saw them (augmented where augmentation is on), soft Dice on the tuning cases, both at the last epoch. "
-                  "Runs trained before 2026-12-02 saw the padding outside the scan circle (no floor at air, see `11_loaders`):", '',
+                  f"Runs trained before {AIR_FLOOR_SINCE} saw the padding outside the scan circle (no floor at air, see `11_loaders`):", '',
                   '| run | trained | cache (median infiltrate per training study) | overrides of the demo profile | seed | optimiser steps | best tuning Dice (epoch) | first epoch with tuning Dice > 0 | training Dice, last epoch | soft tuning Dice, last epoch |',
                   '|---|---|---|---|---|---|---|---|---|---|']
         for n, r in rows.items():

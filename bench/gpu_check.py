@@ -316,6 +316,8 @@ def ctx_cache(results)->bool: return bool(results.get('data') and results['data'
 
 def _cell(s)->str: return str(s).replace('|', '\\|').replace('\n', ' ')
 
+def _not_ok(res)->str: return _cell(f"{res.status}: {res.note}" if res else 'not run: ')   # the line of a part that did not succeed
+
 def _mem(g:float)->str: return '—' if g != g else f"{g:.2f} GiB ({g * 2**30 / 1e9:.2f} GB)"
 
 def checks(results:dict, S:Sizes)->list:
@@ -387,7 +389,7 @@ def render(results:dict, S:Sizes, meta:dict)->list:
             tot = sum(n * step.data[k]['epoch100_loader_s'] for k, n in zip((1, 2), PAPER_EPOCHS))
             L += ['', f"The paper's schedule ({PAPER_EPOCHS[0]} stage-1 and {PAPER_EPOCHS[1]} stage-2 epochs of 100 volumes, tuning passes aside) "
                   f"would take about {_hms(tot)} here; the paper: {PAPER_TOTAL} on an RTX 2080 Ti (45 s and 2:30 min per epoch)."]
-    else: L.append(_cell(f"{step.status if step else 'not run'}: {step.note if step else ''}"))
+    else: L.append(_not_ok(step))
     # part 3
     tr = results.get('train')
     L += ['', "### Paper profile, shortened", '']
@@ -405,7 +407,7 @@ def render(results:dict, S:Sizes, meta:dict)->list:
             L.append(f"| stage {k} | {S.bs[k - 1]}x1x{'x'.join(map(str, S.grids[k - 1]))} | {len(lg['train_loss'])} ({d['planned'][k - 1]})"
                      f"{', stopped by the budget' if r['stopped'] else ''} | {lg['train_loss'][0]:.3f} → {lg['train_loss'][-1]:.3f} | "
                      f"{dice[0]:.3f} → {best:.3f} ({be}) | {eps[len(eps) // 2] if eps else float('nan'):.1f} s | {r['seconds']:.0f} s | {_mem(r['peak_gib'])} |")
-    else: L.append(_cell(f"{tr.status if tr else 'not run'}: {tr.note if tr else ''}"))
+    else: L.append(_not_ok(tr))
     # part 4
     inf = results.get('infer')
     L += ['', "### Whole-study inference", '']
@@ -416,7 +418,7 @@ def render(results:dict, S:Sizes, meta:dict)->list:
               "autocast, after one warm-up run, no TTA, no file I/O (`bench_infer.gpu_rows`).", '',
               '| what | seconds | peak GPU memory |', '|---|---|---|']
         L += [f"| {w} | {t:.2f} | {_mem(m)} |" for w, t, m in inf.data['rows']]
-    else: L.append(_cell(f"{inf.status if inf else 'not run'}: {inf.note if inf else ''}"))
+    else: L.append(_not_ok(inf))
     # checks
     L += ['', '### Checks', '', '| check | measured | target | result |', '|---|---|---|---|']
     for c in meta['checks']:
