@@ -44,8 +44,7 @@ def child(mode:str, study:str, out:str, grid, slide_spacing)->dict:
     import torch
     import covseg.infer as ci
     from covseg.io import read_image, write_image
-    from covseg.preprocess import resample_to
-    from covseg.io import Volume
+    from covseg.transforms import model_input, grid_at_spacing, to_study_grid, AIR_LEVEL
     pr = _model(grid, slide_spacing)
     res = dict(mode=mode, threads=torch.get_num_threads())
     if mode == 'baseline': return dict(res, rss_gib=peak_rss_gib())
@@ -67,16 +66,16 @@ def child(mode:str, study:str, out:str, grid, slide_spacing)->dict:
         from monai.data.utils import dense_patch_slices
         from monai.inferers.utils import _get_scan_interval
         t0 = time.perf_counter()
-        small = ci.model_input(vol, ci.sliding_size(vol, slide_spacing))
+        small = model_input(vol, grid_at_spacing(vol.geometry, slide_spacing))
         x = torch.from_numpy(small.array)[None, None]
         fg = lambda t: pr.model(t).float().softmax(1)[:, 1:]            # one channel out, as covseg keeps
         with torch.inference_mode():
             t1 = time.perf_counter()
             p = sliding_window_inference(x, pr.grid, BATCH, fg, overlap=OVERLAP, mode='gaussian', sigma_scale=0.125,
-                                         padding_mode='constant', cval=-1.)[0, 0].numpy()
+                                         padding_mode='constant', cval=AIR_LEVEL)[0, 0].numpy()
             res['stitch_s'] = time.perf_counter() - t1
         np.save(Path(out)/'monai_stitched.npy', p)
-        if tuple(p.shape) != tuple(vol.shape): p = resample_to(Volume(p, small.geometry), vol.geometry).array
+        p = to_study_grid(p, small.geometry, vol.geometry)
         mask = vol.with_array((p > 0.5).view(np.uint8))
         res['predict_s'] = time.perf_counter() - t0
         size = small.shape
@@ -117,7 +116,8 @@ def gpu_rows(cfg, device='cuda', big=((600, 512, 512), (2.5, 0.7, 0.7)), tta:boo
     """(what, seconds, peak GPU memory GiB) per mode on `device`, with and (`tta`) without flip TTA; a large study (shape, sliding
     spacing) shows memory stays bounded. `bench/gpu_check.py` reuses it (both modes, no TTA, no large study)."""
     import torch
-    from covseg.infer import predict, sliding_size, patch_starts
+    from covseg.infer import predict, patch_starts
+    from covseg.transforms import grid_at_spacing
     from covseg.io import Volume
     from covseg.phantom import make_phantom
     from covseg.synth import _geometry
@@ -140,7 +140,7 @@ def gpu_rows(cfg, device='cuda', big=((600, 512, 512), (2.5, 0.7, 0.7)), tta:boo
         shape, fine = big
         b = make_phantom(shape, spacing=tuple(f / n for f, n in zip((375., 358.4, 358.4), shape)), seed=2)   # 0.625 x 0.7 x 0.7 mm at 600x512x512
         bvol = Volume(np.round(b.image).astype(np.int16), _geometry(b)); del b
-        n = int(np.prod([len(patch_starts(s, g, OVERLAP)) for s, g in zip(sliding_size(bvol, fine), cfg['grid'])]))
+        n = int(np.prod([len(patch_starts(s, g, OVERLAP)) for s, g in zip(grid_at_spacing(bvol.geometry, fine), cfg['grid'])]))
         rows.append((f"sliding mode, {'x'.join(map(str, shape))} study at {'x'.join(map(str, fine))} mm ({n} patches, batch 4)",
                      *one(bvol, mode='sliding', spacing=fine, batch_size=4)))
     return rows

@@ -28,7 +28,8 @@ from scipy import ndimage as ndi
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_data import machine, replace_section
 from covseg.io import read_image
-from covseg.preprocess import load_case, resize, resample_to, parse_grid, grid_name
+from covseg.preprocess import load_case, parse_grid, grid_name
+from covseg.transforms import resize, resample_to
 from covseg.loaders import entries
 from covseg.train import get_config, resolve_encoder
 

@@ -13,14 +13,13 @@ import torch
 from torch import nn
 from fastcore.basics import patch
 from .io import CovsegInputError, Volume, read_image, write_image, progress, is_image_file, NIFTI_SUFFIXES
-from .preprocess import resize, resample_to, canonical_flips
-from .loaders import normalise_hu, AIR_LEVEL
+from .transforms import model_input, to_study_grid, grid_at_spacing, orientation_note, normalise_hu, AIR_LEVEL
 from .model import R3DUNet, read_state_dict
 
 # %% auto #0
 __all__ = ['CT_MIN_HU', 'TTA_AXES', 'PROGRESS_MIN_PATCHES', 'PAD_VALUE', 'MODES', 'check_ct', 'Predictor', 'tta_flips',
-           'foreground_proba', 'model_input', 'gaussian_weights', 'patch_starts', 'sliding_window_proba',
-           'sliding_size', 'predict', 'predict_file', 'load_weights']
+           'foreground_proba', 'gaussian_weights', 'patch_starts', 'sliding_window_proba', 'predict', 'predict_file',
+           'load_weights']
 
 # %% ../nbs/31_infer.ipynb #c007
 CT_MIN_HU = -500.   # a CT in HU has some voxel below this (air is about -1000 HU)
@@ -96,20 +95,17 @@ def foreground_proba(model:nn.Module, # the network, on `x`'s device
     return out.div_(len(flips))
 
 # %% ../nbs/31_infer.ipynb #c019
-def model_input(vol:Volume, # the study, in HU
-                size,       # grid (z, y, x) to resize it to, over the same physical box
-               )->Volume:
-    "`vol` resized to `size` as the training cache does (block average + trilinear, rounded to whole HU), then windowed to [-1, 1]."
-    size = tuple(int(s) for s in size)
-    same = tuple(vol.shape) == size and not any(canonical_flips(vol.geometry.direction))   # same grid, LPS already: nothing to interpolate
-    r = vol if same else resize(vol, size)
-    return Volume(normalise_hu(np.round(r.array.astype(np.float32, copy=False))), r.geometry, vol.path)
-
 def _warn_small(vol:Volume, grid:tuple):
-    "Say when paper mode upsamples a study along some axis."
-    small = [f"{n} < {g} along {a}" for n, g, a in zip(vol.shape, grid, 'zyx') if n < g]
+    "Say when paper mode upsamples a study along some axis (in the network's axis order)."
+    shape = grid_at_spacing(vol.geometry, vol.spacing)   # the study's size in canonical order
+    small = [f"{n} < {g} along {a}" for n, g, a in zip(shape, grid, 'zyx') if n < g]
     if small: warnings.warn(f"{vol.path or 'volume'}: smaller than the model grid {grid} ({', '.join(small)}); paper mode upsamples it, "
                             "so the network sees interpolated voxels", stacklevel=3)
+
+def _warn_oblique(vol:Volume):
+    "Say when a study is resampled onto the patient axes before the network sees it."
+    note = orientation_note(vol.geometry)
+    if note and 'oblique' in note: warnings.warn(f"{vol.path or 'volume'}: {note}", stacklevel=3)
 
 # %% ../nbs/31_infer.ipynb #c021
 def gaussian_weights(patch,                  # patch size (z, y, x)
@@ -169,10 +165,6 @@ def sliding_window_proba(model:nn.Module, # the network, on `device`, in eval mo
 # %% ../nbs/31_infer.ipynb #c032
 MODES = ('paper', 'sliding')
 
-def sliding_size(vol:Volume, spacing)->tuple:
-    "Voxel counts (z, y, x) that cut `vol`'s physical box into voxels of about `spacing` mm."
-    return tuple(max(1, int(round(n * s / t))) for n, s, t in zip(vol.shape, vol.spacing, spacing))
-
 def predict(predictor:Predictor, # the network and how it was trained
             vol:Volume,          # the study, in HU
             mode:str='paper',    # 'paper': whole volume resized to the grid; 'sliding': patches at the training spacing
@@ -187,6 +179,7 @@ def predict(predictor:Predictor, # the network and how it was trained
     if mode not in MODES: raise ValueError(f"mode must be one of {MODES}, not {mode!r}")
     check_ct(vol)
     flips, pr = tta_flips(tta), predictor
+    _warn_oblique(vol)
     if mode == 'paper':
         _warn_small(vol, pr.grid)
         small = model_input(vol, pr.grid)
@@ -196,11 +189,11 @@ def predict(predictor:Predictor, # the network and how it was trained
         sp = spacing if spacing is not None else pr.spacing
         if sp is None: raise ValueError("sliding mode needs the spacing the model was trained at: this predictor has none "
                                         "(no data.json in its run?); pass spacing=(z, y, x) in mm")
-        small = model_input(vol, sliding_size(vol, sp))
+        small = model_input(vol, grid_at_spacing(vol.geometry, sp))
         with torch.inference_mode():
             p = sliding_window_proba(pr.model, small.array, patch or pr.grid, overlap, batch_size, flips, pr.device)
     g_small = small.geometry; del small                      # free the model input before resampling back
-    if not g_small.same_grid(vol.geometry): p = resample_to(Volume(p, g_small), vol.geometry).array   # also a grid of the study's size flipped to LPS
+    p = to_study_grid(p, g_small, vol.geometry)
     mask = vol.with_array((p > 0.5).view(np.uint8), mode=mode, tta=[list(f) for f in flips])
     return (mask, vol.with_array(p)) if return_proba else mask
 

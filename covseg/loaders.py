@@ -17,33 +17,11 @@ from fastai.torch_core import TensorImage, TensorMask, default_device
 from fastai.data.core import TfmdDL, DataLoaders, ItemTransform, Transform
 from .io import CovsegInputError
 from .preprocess import load_case, grid_name
+from .transforms import normalise_hu, HU_WINDOW, AIR_HU, AIR_LEVEL
 
 # %% auto #0
-__all__ = ['HU_WINDOW', 'AIR_HU', 'AIR_LEVEL', 'NOISE_BANK_SEED', 'normalise_hu', 'entries', 'CachedVolumes', 'LungWindow',
-           'AugConfig', 'corner_points', 'rotation', 'dense', 'zsteps', 'zpass', 'warp1', 'warp', 'draw',
-           'noise_window', 'augment', 'Augment3D', 'make_dls']
-
-# %% ../nbs/11_loaders.ipynb #c007
-HU_WINDOW = (-1350., 150.)   # lung window W1500 L-600: scaled to [-1, 1] (clipped above at 150 HU)
-AIR_HU = -1024.              # the floor: lower values are padding outside the field of view, not tissue
-AIR_LEVEL = 2 * (AIR_HU - HU_WINDOW[0]) / (HU_WINDOW[1] - HU_WINDOW[0]) - 1   # air after scaling (-0.565)
-
-def _window_(x):
-    "Clip `x` (float array or tensor) to air .. `HU_WINDOW`'s top and scale `HU_WINDOW` to [-1, 1], in place."
-    lo, hi = HU_WINDOW
-    a = 2 / (hi - lo)
-    if isinstance(x, torch.Tensor): return x.clamp_(AIR_HU, hi).mul_(a).sub_(1 + lo * a)
-    np.clip(x, AIR_HU, hi, out=x); x *= a; x -= 1 + lo * a
-    return x
-
-def normalise_hu(x):
-    "`x` (HU; NumPy array or torch tensor) clipped to air (`AIR_HU`) .. 150 HU, `HU_WINDOW` scaled linearly to [-1, 1]; integers become float32."
-    if isinstance(x, torch.Tensor):
-        if x.dtype not in (torch.int16, torch.int32, torch.int64): return _window_(x.float() if not x.is_floating_point() else x.clone())
-        lo, hi = HU_WINDOW; a = 2 / (hi - lo)                               # HU integers: clip in their own (narrower) type, then one pass to float32
-        return torch.mul(x.clamp(int(AIR_HU), int(hi)), a, out=torch.empty(x.shape, dtype=torch.float32, device=x.device)).sub_(1 + lo * a)
-    x = np.asarray(x)
-    return _window_(x.copy() if np.issubdtype(x.dtype, np.floating) else x.astype(np.float32))
+__all__ = ['NOISE_BANK_SEED', 'entries', 'CachedVolumes', 'LungWindow', 'AugConfig', 'corner_points', 'rotation', 'dense',
+           'zsteps', 'zpass', 'warp1', 'warp', 'draw', 'noise_window', 'augment', 'Augment3D', 'make_dls']
 
 # %% ../nbs/11_loaders.ipynb #c012
 def entries(cache, manifest:pd.DataFrame, grid, split:str)->list:

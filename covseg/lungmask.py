@@ -10,15 +10,16 @@ import math
 from types import SimpleNamespace
 import numpy as np
 from scipy import ndimage as ndi
-from .io import CovsegInputError, Volume, patient_axes
+from .io import CovsegInputError, Volume
+from .transforms import (canonical_axes, to_canonical, from_canonical, obliquity, axis_aligned_geometry, resample_to,
+                               MAX_OBLIQUE_DEG, AIR_HU)
 
 # %% auto #0
 __all__ = ['NO_AIR_HU', 'WORK_MM', 'LUNG_HU', 'MIN_LUNG_ML', 'MIN_FRAC', 'MIN_RADIUS_MM', 'COARSE_MM', 'AIRWAY_MAX_MM2',
            'AIRWAY_MEDIAL_MM', 'AIRWAY_TOP_MM', 'SPLIT_MM', 'STRADDLE', 'CLOSING_MM', 'CUBE', 'LUNG_COLOURS',
-           'check_chest_ct', 'canonical_axes', 'to_canonical', 'from_canonical', 'block_factors', 'block_mean',
-           'upsample', 'plane_structure', 'reaches_edge', 'components', 'dist_mm', 'largest_air', 'find_airways',
-           'midline', 'pull_apart', 'split_lungs', 'slice_holes', 'fill_holes', 'closing_ball', 'attach_infiltrate',
-           'refine_border', 'lung_steps', 'lung_mask', 'show_lungs']
+           'check_chest_ct', 'block_factors', 'block_mean', 'upsample', 'plane_structure', 'reaches_edge', 'components',
+           'dist_mm', 'largest_air', 'find_airways', 'midline', 'pull_apart', 'split_lungs', 'slice_holes',
+           'fill_holes', 'closing_ball', 'attach_infiltrate', 'refine_border', 'lung_steps', 'lung_mask', 'show_lungs']
 
 # %% ../nbs/40_lungmask.ipynb #c007
 NO_AIR_HU = -500.   # a CT in HU has voxels below this (air is about -1000 HU)
@@ -38,29 +39,6 @@ def check_chest_ct(vol:Volume, # the study
         raise CovsegInputError(where, f"holds no air (no voxel below {NO_AIR_HU:.0f} HU; its minimum is {lo:.0f}): not a CT in "
                                       "Hounsfield units, so it has no lungs to find (windowed to 0..255, another modality, a mask?)")
     return vol
-
-# %% ../nbs/40_lungmask.ipynb #c010
-def canonical_axes(direction, # ITK direction cosines (9 numbers, row-major) of a (z, y, x) array
-                  )->tuple: # (perm, flips): transpose by `perm`, then reverse the axes where `flips`
-    "How to view a (z, y, x) array so that its axes run inferior->superior, anterior->posterior, right->left (LPS)."
-    pat, against = patient_axes(direction)                   # patient axis (0 L, 1 P, 2 S) of each array axis, and its sense
-    if sorted(pat) != [0, 1, 2]:                              # degenerate (45 degree) cosines: keep the array order
-        D = np.asarray(direction, float).reshape(3, 3)
-        return (0, 1, 2), tuple(bool(D[k, 2 - i] < 0) for i, k in enumerate((2, 1, 0)))
-    perm = tuple(pat.index(k) for k in (2, 1, 0))
-    return perm, tuple(against[p] for p in perm)
-
-def _flip(flips): return tuple(slice(None, None, -1) if f else slice(None) for f in flips)
-
-def to_canonical(arr:np.ndarray, direction)->np.ndarray:
-    "A view of the (z, y, x) array `arr` (on a grid with ITK `direction`) in canonical LPS order."
-    perm, flips = canonical_axes(direction)
-    return arr.transpose(perm)[_flip(flips)]
-
-def from_canonical(arr:np.ndarray, direction)->np.ndarray:
-    "The inverse of `to_canonical`: a canonical array viewed back in the grid's own (z, y, x) order."
-    perm, flips = canonical_axes(direction)
-    return arr[_flip(flips)].transpose(np.argsort(perm))
 
 # %% ../nbs/40_lungmask.ipynb #c014
 WORK_MM = (2.5, 1.5, 1.5)   # target spacing (z, y, x) of the working grid, mm
@@ -372,6 +350,12 @@ def lung_mask(vol:Volume, # a chest CT in HU, any orientation and spacing
               work_mm:tuple=WORK_MM, # target spacing (z, y, x) of the working grid, mm
              )->Volume: # uint8 labels on exactly `vol.geometry`: 0 background, 1 left lung, 2 right lung
     "Left (1) and right (2) lung of a chest CT by air threshold, body, airways, split, closing and hole filling; no network."
+    g = vol.geometry
+    if obliquity(g.direction) > MAX_OBLIQUE_DEG:           # no canonical view: on the patient axes, then back (nearest)
+        a = axis_aligned_geometry(g)
+        inf = None if infiltrate is None else resample_to(vol.with_array(_infiltrate_array(infiltrate, vol).astype(np.float32)), a).array >= .5
+        la = lung_mask(resample_to(vol, a, default=AIR_HU), inf, closing_mm, threshold, work_mm)
+        return vol.with_array(resample_to(la, g, linear=False).array.astype(np.uint8))
     s = lung_steps(vol, infiltrate, closing_mm, threshold, work_mm)
     if s.f == (1, 1, 1): out = s.labels
     else: out = refine_border(s.labels, s.air, s.outside | s.airways, s.hu, s.f, threshold, s.infiltrate_full)

@@ -13,61 +13,18 @@ import numpy as np
 import pandas as pd
 import SimpleITK as sitk
 import covseg
-from .io import CovsegInputError, Geometry, Volume, patient_axes, progress, to_sitk, read_nifti, check_same_grid, atomic_path, replace_dir
+from .io import CovsegInputError, Geometry, Volume, progress, to_sitk, read_nifti, check_same_grid, atomic_path, replace_dir
+from .transforms import resize_geometry, _resize_sitk, _mask255
 from .synth import is_synthetic
 from .datasets import (Case, Failure, _failure, read_coronacases, read_mosmed, read_ricord, convert_ricord, INFECTIOUS, split_by_patient)
 
 # %% auto #0
-__all__ = ['CACHE_VERSION', 'PAPER_GRIDS', 'DATASETS', 'canonical_flips', 'resize_geometry', 'resample_to', 'resize', 'grid_name',
-           'parse_grid', 'fingerprint', 'cache_key', 'entry_dir', 'read_meta', 'is_valid', 'load_case', 'load_sample',
-           'read_case', 'cache_case', 'load_split', 'prepare', 'summary']
-
-# %% ../nbs/04_preprocess.ipynb #c006
-def canonical_flips(direction)->tuple:
-    "Per (z, y, x) axis of a grid with ITK `direction`: does it run against the LPS patient axis it is closest to?"
-    return patient_axes(direction)[1]
-
-def resize_geometry(g:Geometry, size, canonical:bool=True)->Geometry:
-    "Geometry of a grid of `size` (z, y, x) voxels covering the same physical box as `g`, its axes flipped to LPS if `canonical`."
-    size = tuple(int(s) for s in size)
-    sp = np.asarray(g.spacing) * np.asarray(g.size) / np.asarray(size)
-    shift_idx = ((sp - np.asarray(g.spacing)) / 2 / np.asarray(g.spacing))      # new voxel-0 centre, in old (z, y, x) index units
-    flips = np.asarray(canonical_flips(g.direction) if canonical else (False,) * 3)
-    origin = g.index_to_physical(np.where(flips, np.asarray(g.size) - 1 - shift_idx, shift_idx))   # a flipped axis starts at the far end
-    D = np.asarray(g.direction, float).reshape(3, 3) * np.where(flips[::-1], -1., 1.)[None, :]
-    return Geometry(size, tuple(float(s) for s in sp), tuple(float(o) for o in origin), tuple(float(v) for v in D.ravel()))
-
-# %% ../nbs/04_preprocess.ipynb #c008
-def _blank(g:Geometry, pixel=sitk.sitkFloat32)->sitk.Image:
-    "An empty SimpleITK image on grid `g` (a resampling reference)."
-    z, y, x = g.size
-    return g.apply(sitk.Image(int(x), int(y), int(z), pixel))
-
-def resample_to(vol:Volume, g:Geometry, linear:bool=True, default:float=0.)->Volume:
-    "`vol` resampled onto grid `g` (float32; linear or nearest), e.g. a low-resolution prediction back onto its study."
-    img = sitk.Cast(to_sitk(vol), sitk.sitkFloat32)
-    out = sitk.Resample(img, _blank(g), sitk.Transform(), sitk.sitkLinear if linear else sitk.sitkNearestNeighbor, default,
-                        sitk.sitkFloat32, True)
-    return Volume(sitk.GetArrayFromImage(out), g, vol.path, dict(vol.meta))
-
-def _resize_sitk(img:sitk.Image, g:Geometry, mask:bool=False)->np.ndarray:
-    "Voxels of SimpleITK image `img` resized onto grid `g`: block average by the floor factor, then linear (a 0/255 mask is thresholded at half)."
-    f = [max(1, int(o // n)) for o, n in zip(img.GetSize(), g.size[::-1])]
-    if max(f) > 1: img = sitk.BinShrink(img, f)
-    arr = sitk.GetArrayFromImage(sitk.Resample(img, _blank(g), sitk.Transform(), sitk.sitkLinear, 0., sitk.sitkFloat32, True))
-    return (arr >= 127.5).astype(np.uint8) if mask else arr
-
-def _mask255(vol:Volume)->sitk.Image:
-    "A binary mask volume as a 0/255 uint8 SimpleITK image (block averages keep 1/255 precision without a float copy)."
-    return to_sitk(vol.with_array((vol.array > 0).view(np.uint8) * np.uint8(255)))
-
-def resize(vol:Volume, size, mask:bool=False)->Volume:
-    "`vol` resized to `size` (z, y, x) over the same physical box: block-averaged, then linear; a mask is thresholded at 0.5."
-    g = resize_geometry(vol.geometry, size)
-    return Volume(_resize_sitk(_mask255(vol) if mask else to_sitk(vol), g, mask), g, vol.path, dict(vol.meta))
+__all__ = ['CACHE_VERSION', 'PAPER_GRIDS', 'DATASETS', 'grid_name', 'parse_grid', 'fingerprint', 'cache_key', 'entry_dir',
+           'read_meta', 'is_valid', 'load_case', 'load_sample', 'read_case', 'cache_case', 'load_split', 'prepare',
+           'summary']
 
 # %% ../nbs/04_preprocess.ipynb #c014
-CACHE_VERSION = 2            # 2: grids oriented canonically (LPS)
+CACHE_VERSION = 3            # 2: grids flipped to LPS; 3: axes also permuted to LPS (coronal, sagittal studies), oblique ones resampled
 PAPER_GRIDS = ((18, 112, 112), (20, 256, 256))   # the paper's stage-1 and stage-2 whole-volume grids
 
 def grid_name(size)->str: return 'x'.join(str(int(s)) for s in size)

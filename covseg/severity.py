@@ -55,7 +55,7 @@ def _check_grid(ref:Volume, vol:Volume, what:str, ref_what:str):
              or not np.allclose(getattr(a, k), getattr(b, k), atol=1e-3)]
     raise CovsegInputError(_name(vol, what), f"{what} does not lie on the grid of the {ref_what} {_name(ref, ref_what)} (differs in "
                            + '; '.join(f"{k}: {getattr(b, k)} vs {getattr(a, k)}" for k in diffs)
-                           + "); resample it onto that grid first (covseg.preprocess.resample_to, nearest for masks)")
+                           + "); resample it onto that grid first (covseg.transforms.resample_to, nearest for masks)")
 
 def _integral(a:np.ndarray)->bool:
     return a.dtype == bool or np.issubdtype(a.dtype, np.integer) or bool(np.all(a == np.round(a)))

@@ -150,7 +150,7 @@ class SliceViewer:
         a, mg, mpath = _vol(m)
         if tuple(a.shape) != tuple(img.shape):
             raise _input_error(mpath or ipath, f"{what} has shape {tuple(a.shape)} but the image has {tuple(img.shape)} (z, y, x): "
-                                   "resample it onto the image's grid first (covseg.preprocess.resample_to)")
+                                   "resample it onto the image's grid first (covseg.transforms.resample_to)")
         if g is not None and mg is not None and not g.same_grid(mg, tol=1e-3):
             raise _input_error(mpath or ipath, f"{what} lies on another grid than the image ({mg} vs {g})")
         return as_mask(a)
@@ -451,7 +451,7 @@ class ViewerGrid:
         for what, b in (('truths', ts), ('preds', ps)):
             if b is not None and len(b) != n: raise ValueError(f"{what}: {len(b)} items for {n} images")
         if normalised:
-            from covseg.loaders import HU_WINDOW
+            from covseg.transforms import HU_WINDOW
             lo, hi = HU_WINDOW
             ims = [(np.asarray(i, np.float32) + 1) / 2 * (hi - lo) + lo for i in ims]
         titles = titles or [f'item {i}' for i in range(n)]
