@@ -10,14 +10,16 @@ import os, gzip, zlib, uuid, shutil, contextlib
 from dataclasses import dataclass, field, asdict
 from pathlib import Path
 import numpy as np
+from scipy import ndimage
 import SimpleITK as sitk
 import pydicom
 from fastprogress.fastprogress import progress_bar
 
 # %% auto #0
-__all__ = ['NIFTI_SUFFIXES', 'CovsegInputError', 'progress', 'Geometry', 'patient_axes', 'Volume', 'from_sitk', 'to_sitk',
-           'replace_dir', 'atomic_path', 'is_image_file', 'read_nifti', 'write_image', 'dicom_header', 'slice_normal',
-           'is_axial', 'sort_series', 'read_dicom_series', 'read_image', 'check_same_grid']
+__all__ = ['NIFTI_SUFFIXES', 'TILT_TOL', 'CovsegInputError', 'progress', 'Geometry', 'patient_axes', 'Volume', 'from_sitk',
+           'to_sitk', 'replace_dir', 'atomic_path', 'is_image_file', 'read_nifti', 'write_image', 'dicom_header',
+           'slice_normal', 'is_axial', 'sort_series', 'read_dicom_series', 'inplane_offsets', 'untilt', 'read_image',
+           'check_same_grid']
 
 # %% ../nbs/00_io.ipynb #c006
 class CovsegInputError(ValueError):
@@ -241,16 +243,18 @@ def dicom_header(path)->dict|None:
     "The facts covseg uses from one DICOM file's header (pixel data not read), or None if it is not DICOM."
     try: ds = pydicom.dcmread(str(path), stop_before_pixels=True)
     except (pydicom.errors.InvalidDicomError, EOFError, OSError, ValueError, KeyError): return None
-    if _f(ds, 'SOPInstanceUID') is None: return None
+    sop = _f(ds, 'SOPInstanceUID') or _f(getattr(ds, 'file_meta', None), 'MediaStorageSOPInstanceUID')
+    if sop is None: return None
     iop, ipp = _f(ds, 'ImageOrientationPatient'), _f(ds, 'ImagePositionPatient')
     return dict(path=str(path), patient_id=str(_f(ds, 'PatientID', '')), study_uid=str(_f(ds, 'StudyInstanceUID', '')),
-                series_uid=str(_f(ds, 'SeriesInstanceUID', '')), sop_uid=str(ds.SOPInstanceUID),
+                series_uid=str(_f(ds, 'SeriesInstanceUID', '')), sop_uid=str(sop),
                 modality=str(_f(ds, 'Modality', '')), series_description=str(_f(ds, 'SeriesDescription', '')),
                 kernel=str(_f(ds, 'ConvolutionKernel', '')), image_type='\\'.join(map(str, _f(ds, 'ImageType', []) or [])),
                 instance=int(_f(ds, 'InstanceNumber', 0) or 0), rows=int(_f(ds, 'Rows', 0) or 0), columns=int(_f(ds, 'Columns', 0) or 0),
                 orientation=None if iop is None else tuple(float(x) for x in iop),
                 position=None if ipp is None else tuple(float(x) for x in ipp),
-                thickness=float(_f(ds, 'SliceThickness', 0) or 0))
+                thickness=float(_f(ds, 'SliceThickness', 0) or 0), sop_class=str(_f(ds, 'SOPClassUID', '')),
+                slope=float(_f(ds, 'RescaleSlope', 1) or 1), intercept=float(_f(ds, 'RescaleIntercept', 0) or 0))
 
 # %% ../nbs/00_io.ipynb #c037
 def slice_normal(orientation)->np.ndarray:
@@ -300,6 +304,9 @@ def read_dicom_series(files, folder=None)->Volume:
     if not Path(folder).exists(): raise CovsegInputError(folder, "folder not found")
     headers = list(files) if given else [h for h in map(dicom_header, files) if h is not None]
     if not headers: raise CovsegInputError(folder, "holds no readable DICOM files")
+    mods = sorted({h['modality'] for h in headers} - {''})
+    if mods and mods != ['CT']:
+        raise CovsegInputError(folder, f"is a {'/'.join(mods)} series, not CT: covseg segments CT in Hounsfield units")
     if len({h['series_uid'] for h in headers}) > 1:
         raise CovsegInputError(folder, f"holds {len({h['series_uid'] for h in headers})} series; pass the files of one series")
     hs = sort_series(headers, folder)
@@ -314,10 +321,36 @@ def read_dicom_series(files, folder=None)->Volume:
     img = _check_3d(img, folder)
     arr = sitk.GetArrayFromImage(img).astype(np.float32)
     _check_finite(arr, folder)
-    h0 = hs[0]
+    h0, g = hs[0], Geometry.from_sitk(img)
+    off = inplane_offsets(hs)
+    px = off / np.array([g.spacing[1], g.spacing[2]])           # (row, column) pixels
+    tilt = 0.
+    if np.abs(px).max() >= TILT_TOL:                             # sheared stack (gantry tilt): make it orthogonal
+        o = np.asarray(h0['orientation'], float); n = slice_normal(o)
+        gap = float(np.median(np.diff([np.dot(n, h['position']) for h in hs])))
+        arr = untilt(arr, px, float(arr.min()))
+        g = Geometry(g.size, (gap, g.spacing[1], g.spacing[2]), tuple(float(v) for v in h0['position']),
+                     tuple(float(v) for v in np.stack([o[:3], o[3:], n], 1).ravel()))
+        tilt = float(np.degrees(np.arctan2(np.hypot(*off[-1]), gap * (len(hs) - 1))))
     meta = dict(sop_uids=[h['sop_uid'] for h in hs], series_uid=h0['series_uid'], study_uid=h0['study_uid'],
-                patient_id=h0['patient_id'], files=[h['path'] for h in hs])
-    return Volume(arr, Geometry.from_sitk(img), str(folder), meta)
+                patient_id=h0['patient_id'], files=[h['path'] for h in hs], modality=h0['modality'], tilt_deg=round(tilt, 2))
+    return Volume(arr, g, str(folder), meta)
+
+# %% ../nbs/00_io.ipynb #c040b
+TILT_TOL = 0.05   # in-plane drift of a slice, in pixels, from which a series counts as tilted and is corrected
+
+def inplane_offsets(headers:list)->np.ndarray:
+    "(n, 2) in-plane position (mm, along the column and the row cosine) of each slice of a sorted series relative to the first: zero unless the stack is sheared."
+    o = np.asarray(headers[0]['orientation'], float)
+    p = np.array([h['position'] for h in headers], float) - np.asarray(headers[0]['position'], float)
+    return np.stack([p @ o[3:], p @ o[:3]], 1)
+
+def untilt(arr:np.ndarray, offsets_px:np.ndarray, cval:float)->np.ndarray:
+    "float32 copy of the (z, y, x) stack `arr` with each slice moved in-plane by its offset (pixels, (row, column)), so that the stack becomes orthogonal."
+    out = np.empty(arr.shape, np.float32)
+    for k in range(len(arr)):
+        ndimage.shift(arr[k].astype(np.float32), offsets_px[k], output=out[k], order=1, mode='constant', cval=cval)
+    return out
 
 # %% ../nbs/00_io.ipynb #c049
 def read_image(path)->Volume:
