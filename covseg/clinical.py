@@ -8,18 +8,21 @@ Docs: https://covseg.github.io/covseg/clinical.html.md"""
 from __future__ import annotations
 import json, time
 from pathlib import Path
+import numpy as np
 import pandas as pd
 from .io import (CovsegInputError, Volume, atomic_path, read_image, read_dicom_series, write_image, is_image_file,
                        dicom_header, progress, NIFTI_SUFFIXES)
 from .datasets import scan_dicom, choose_series, _failure
 from .synth import is_synthetic
+from .transforms import network_frame, orientation_note, to_canonical
 from .infer import Predictor, predict
 from .lungmask import lung_mask
 from .severity import severity, write_report, report_row
 from .dicomseg import write_dicom_seg
 
 # %% auto #0
-__all__ = ['RESULT', 'find_studies', 'study_id', 'read_study', 'synthetic_input', 'predict_study', 'predict_one', 'predict_batch']
+__all__ = ['THICK_MM', 'LUNGS_ML', 'MIN_CHEST_MM', 'RESULT', 'find_studies', 'study_id', 'read_study', 'synthetic_input',
+           'check_coverage', 'study_warnings', 'predict_study', 'predict_one', 'predict_batch']
 
 # %% ../nbs/43_clinical.ipynb #c007
 def _has_dicom(folder:Path)->bool:
@@ -59,6 +62,43 @@ def synthetic_input(path)->bool:
     p = Path(path).resolve()
     return any(is_synthetic(q) for q in (p, *p.parents))
 
+# %% ../nbs/43_clinical.ipynb #c010b
+THICK_MM = 5.              # voxels longer than this from head to feet: small infiltrates blur into their neighbours
+LUNGS_ML = (1000., 9000.)  # plausible adult volume of both lungs on a chest CT, mL
+MIN_CHEST_MM = 50.         # a study shorter than this from head to feet is not a chest CT
+
+def check_coverage(vol:Volume)->Volume:
+    "Return `vol` if it covers at least `MIN_CHEST_MM` from head to feet, else refuse it, naming the study."
+    f = network_frame(vol.geometry)
+    mm = f.size[0] * f.spacing[0]
+    if mm < MIN_CHEST_MM:
+        raise CovsegInputError(vol.path or 'study', f"covers only {mm:.0f} mm from head to feet ({f.size[0]} voxels of {f.spacing[0]:.1f} mm): "
+                               "not a chest CT volume, which covers about 250-350 mm")
+    return vol
+
+def study_warnings(vol:Volume, # the study as read (its `meta` may hold `tilt_deg`, `contrast`)
+                   lungs:Volume|None=None, # its lung labels, for coverage and volume
+                  )->list: # one sentence per warning, each with its reason
+    "What a reader should know before trusting a study's numbers: spacing, reorientation, tilt, contrast, lung coverage and volume."
+    w, f = [], network_frame(vol.geometry)
+    if f.spacing[0] > THICK_MM:
+        w.append(f"voxels {f.spacing[0]:.1f} mm long from head to feet (over {THICK_MM:g} mm): small or faint infiltrates blur into "
+                 "their neighbours and volumes are coarse")
+    if (note := orientation_note(vol.geometry)): w.append(note)
+    if vol.meta.get('tilt_deg'): w.append(f"gantry tilt of {vol.meta['tilt_deg']:.1f} degrees: slices re-aligned onto an orthogonal grid")
+    if vol.meta.get('contrast'):
+        w.append(f"contrast-enhanced study (ContrastBolusAgent '{vol.meta['contrast']}'): check the mask next to enhancing vessels")
+    if lungs is not None:
+        lab = to_canonical(lungs.array > 0, lungs.geometry.direction)          # axis 0 from feet to head
+        ends = [e for e, s in (('top (head end)', lab[-1]), ('bottom (feet end)', lab[0])) if s.any()]
+        if ends: w.append(f"the lungs reach the {' and the '.join(ends)} slice: the study does not cover them completely, so "
+                          "volumes and percentages cover only the part scanned")
+        ml = float((lungs.array > 0).sum() * np.prod(lungs.spacing) / 1000)
+        if not LUNGS_ML[0] <= ml <= LUNGS_ML[1]:
+            w.append(f"lung volume {ml / 1000:.1f} L, outside the plausible adult range {LUNGS_ML[0] / 1000:g}-{LUNGS_ML[1] / 1000:g} L: "
+                     "check the lung mask (partial coverage, a child, a scan in expiration?)")
+    return w
+
 # %% ../nbs/43_clinical.ipynb #c012
 RESULT = 'result.json'
 
@@ -79,7 +119,7 @@ def predict_study(predictor:Predictor, # the trained network (`Predictor.from_ru
     if (done.is_file() or mpath.exists()) and not overwrite:
         raise FileExistsError(f"{mpath if mpath.exists() else done}: exists already (overwrite to redo the study)")
     t0 = time.perf_counter()
-    vol = read_study(input)
+    vol = check_coverage(read_study(input))
     syn = synthetic_input(input)
     mask = predict(predictor, vol, mode, tta)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -87,12 +127,16 @@ def predict_study(predictor:Predictor, # the trained network (`Predictor.from_ru
                mask=str(write_image(mask, mpath, like=vol.geometry)))
     if 'sop_uids' in vol.meta and seg:
         res['seg'] = str(write_dicom_seg(mask, vol, out_dir/f'{prefix}seg.dcm', overwrite=True))
+    warns = study_warnings(vol)
     if report:
         lungs = lung_mask(vol, infiltrate=mask)
+        warns = study_warnings(vol, lungs)
         res['lungs'] = str(write_image(lungs, out_dir/f'{prefix}lungs.nii.gz', like=vol.geometry))
         sev = severity(mask, lungs, vol)
+        sev['warnings'] = warns = warns + sev['warnings']
         paths = write_report(sev, vol, mask, lungs, out_dir/f'{prefix}severity', title=res['study'], synthetic=syn)
         res.update(report_row(sev, res['study']), report={k: str(v) for k, v in paths.items()})
+    res['warnings'] = warns
     res['seconds'] = round(time.perf_counter() - t0, 2)
     with atomic_path(done) as t: t.write_text(json.dumps(res, indent=1, default=str))
     return res
@@ -123,6 +167,7 @@ def predict_batch(predictor:Predictor, input_dir, output_dir, mode:str='paper', 
     output_dir.mkdir(parents=True, exist_ok=True)
     df = pd.DataFrame(rows)
     flat = df.drop(columns=[c for c in ('report',) if c in df]) if len(df) else df
+    if 'warnings' in flat: flat = flat.assign(warnings=[' | '.join(w) if isinstance(w, list) else w for w in flat.warnings])
     with atomic_path(output_dir/'studies.csv') as t: flat.to_csv(t, index=False)
     f = pd.DataFrame([vars(x) for x in fails], columns=['dataset', 'case_id', 'path', 'problem']).rename(columns={'case_id': 'study'}).drop(columns='dataset')
     with atomic_path(output_dir/'failures.csv') as t: f.to_csv(t, index=False)

@@ -12,7 +12,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 from matplotlib.path import Path as MplPath
-from .io import (CovsegInputError, Volume, progress, read_dicom_series, read_nifti, write_image, dicom_header, is_axial, is_image_file)
+from .io import (CovsegInputError, Volume, progress, read_dicom_series, read_nifti, write_image, dicom_header, is_axial, is_image_file,
+                       slice_normal)
 
 # %% auto #0
 __all__ = ['INFECTIOUS', 'Case', 'Failure', 'coronacases_id', 'read_coronacases', 'read_mosmed', 'MdaiExport', 'read_mdai',
@@ -176,13 +177,16 @@ def choose_series(files:pd.DataFrame, annotated_sops:set=frozenset())->tuple:
     rows = []
     for uid, g in files.groupby('series_uid'):
         h = g.iloc[0]
-        if h.modality != 'CT' or not is_axial(h.orientation) or len(g) < 2: continue
+        if h.modality not in ('CT', '') or 'LOCALIZER' in h.image_type.upper() or not isinstance(h.orientation, tuple) or len(g) < 2: continue
         n_ann = int(g.sop_uid.isin(annotated_sops).sum())
         sharp = bool(_SHARP.search(f"{h.kernel} {h.series_description}"))
-        rows.append((-n_ann, sharp, 'DERIVED' in h.image_type.upper(), -len(g), uid))
-    if not rows: return None, "no axial CT series"
+        rows.append((not is_axial(h.orientation), -n_ann, sharp, 'DERIVED' in h.image_type.upper(), -len(g), uid, h.orientation))
+    if not rows: return None, "no CT volume series (a scout, dose report or other modality only)"
     best = min(rows)
-    return best[-1], f"axial CT, {-best[0]} annotated slices, {'sharp' if best[1] else 'soft-tissue'} kernel, {-best[3]} slices, of {len(rows)} axial series"
+    plane = 'axial' if not best[0] else {0: 'sagittal', 1: 'coronal'}.get(int(np.abs(slice_normal(best[-1])).argmax()), 'oblique') + ' (no axial series)'
+    n_kind = sum(r[0] == best[0] for r in rows)
+    return best[-2], (f"{plane} CT, {-best[1]} annotated slices, {'sharp' if best[2] else 'soft-tissue'} kernel, {-best[4]} slices, "
+                      f"of {n_kind} {'axial' if not best[0] else 'CT volume'} series")
 
 # %% ../nbs/03_datasets.ipynb #c031
 def read_ricord(root, annotations=None)->tuple:

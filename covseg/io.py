@@ -178,10 +178,16 @@ def _nifti_header(hdr:bytes)->dict|None:
     off = int(np.frombuffer(hdr[108:112], end + 'f4')[0]) if v1 else int(np.frombuffer(hdr[168:176], end + 'i8')[0])
     nd = int(dims[0]) if 0 < dims[0] <= 7 else 0
     nvox = int(np.prod(np.maximum(dims[1:nd + 1], 1))) if nd else 0
-    return dict(end=end, code=code, offset=off, nbytes=off + nvox * bitpix // 8)
+    if v1:
+        q, s = (int(np.frombuffer(hdr[o:o + 2], end + 'i2')[0]) for o in (252, 254))
+        srow = np.frombuffer(hdr[280:328], end + 'f4').astype(float).reshape(3, 4)
+    else:
+        q, s = (int(np.frombuffer(hdr[o:o + 4], end + 'i4')[0]) for o in (344, 348))
+        srow = np.frombuffer(hdr[400:496], end + 'f8').astype(float).reshape(3, 4)
+    return dict(end=end, code=code, offset=off, nbytes=off + nvox * bitpix // 8, qform_code=q, sform_code=s, srow=srow)
 
-def _nifti_check(path):
-    "Refuse a truncated NIfTI file and count NaN/inf voxels in float ones (ITK reads both silently: missing data as garbage, NaN as 0)."
+def _nifti_check(path)->dict|None:
+    "Refuse a truncated NIfTI file and count NaN/inf voxels in float ones (ITK reads both silently: missing data as garbage, NaN as 0); return its header facts."
     path = Path(path); gz = str(path).lower().endswith('.gz')
     if not str(path).lower().endswith(('.nii', '.nii.gz')): return
     with (gzip.open if gz else open)(path, 'rb') as f: h = _nifti_header(f.read(540))
@@ -200,13 +206,30 @@ def _nifti_check(path):
             except (EOFError, OSError, zlib.error) as e: raise CovsegInputError(path, f"is truncated or corrupt ({e})") from None
             if total < h['nbytes']: raise CovsegInputError(path, f"is truncated: {total} bytes of the {h['nbytes']} its header announces")
     dt = {16: 'f4', 64: 'f8'}.get(h['code'])
-    if dt is None: return
+    if dt is None: return h
     bad, item = 0, np.dtype(dt).itemsize
     with (gzip.open if gz else open)(path, 'rb') as f:
         f.seek(h['offset'])
         while chunk := f.read(item * (1 << 22)):
             bad += int((~np.isfinite(np.frombuffer(chunk[:len(chunk) // item * item], h['end'] + dt))).sum())
     if bad: raise CovsegInputError(path, f"contains {bad} NaN or infinite voxel(s)")
+    return h
+
+def _sform_only(path)->dict|None:
+    "The header facts of a NIfTI file whose only spatial transform is its sform (qform code 0); None otherwise or when unreadable."
+    try:
+        with (gzip.open if str(path).lower().endswith('.gz') else open)(path, 'rb') as f: h = _nifti_header(f.read(540))
+    except (OSError, EOFError, zlib.error, ValueError): return None
+    return h if h is not None and h['sform_code'] > 0 and h['qform_code'] == 0 else None
+
+def _sform_grid(srow:np.ndarray, size, path)->Geometry:
+    "The grid of `size` (z, y, x) that a NIfTI sform (3 x 4, RAS, x-y-z index) describes; refuses a shearing sform."
+    A = np.diag([-1., -1., 1.]) @ srow                        # RAS -> LPS
+    sp = np.linalg.norm(A[:, :3], axis=0)
+    D = A[:, :3] / sp
+    if not np.allclose(D.T @ D, np.eye(3), atol=1e-4):
+        raise CovsegInputError(path, "its sform shears the voxel axes (they are not orthogonal); resample it onto an orthogonal grid first")
+    return Geometry(tuple(size), tuple(float(s) for s in sp[::-1]), tuple(float(t) for t in A[:, 3]), tuple(float(d) for d in D.ravel()))
 
 def read_nifti(path)->Volume:
     "Read a NIfTI (or MHA/NRRD) file as a `Volume`, refusing corrupt, 2D, non-grey and non-finite input."
@@ -214,13 +237,17 @@ def read_nifti(path)->Volume:
     if not path.is_file(): raise CovsegInputError(path, "file not found")
     try: img = sitk.ReadImage(str(path))
     except RuntimeError as e:
+        if (h := _sform_only(path)) is not None: _sform_grid(h['srow'], (1, 1, 1), path)   # a shearing sform: say so
         raise CovsegInputError(path, f"cannot be read, truncated or corrupt? ({str(e).strip().splitlines()[-1][:200]})") from None
     img = _check_3d(img, path)
-    _nifti_check(path)
+    h = _nifti_check(path)
+    sform_only = h is not None and h['sform_code'] > 0 and h['qform_code'] == 0
     try: arr = sitk.GetArrayFromImage(img)
     except RuntimeError as e: raise CovsegInputError(path, f"voxel data cannot be read ({e})") from None
     _check_finite(arr, path)
-    return Volume(arr, Geometry.from_sitk(img), str(path))
+    g = Geometry.from_sitk(img)
+    if sform_only: g = _sform_grid(h['srow'], g.size, path)   # the file's only transform
+    return Volume(arr, g, str(path))
 
 # %% ../nbs/00_io.ipynb #c033
 def write_image(vol:Volume, path, like:Geometry|Volume|None=None, overwrite:bool=True, compress:bool=True)->Path:
@@ -253,7 +280,7 @@ def dicom_header(path)->dict|None:
                 instance=int(_f(ds, 'InstanceNumber', 0) or 0), rows=int(_f(ds, 'Rows', 0) or 0), columns=int(_f(ds, 'Columns', 0) or 0),
                 orientation=None if iop is None else tuple(float(x) for x in iop),
                 position=None if ipp is None else tuple(float(x) for x in ipp),
-                thickness=float(_f(ds, 'SliceThickness', 0) or 0), sop_class=str(_f(ds, 'SOPClassUID', '')),
+                thickness=float(_f(ds, 'SliceThickness', 0) or 0), sop_class=str(_f(ds, 'SOPClassUID', '')), contrast=str(_f(ds, 'ContrastBolusAgent', '')),
                 slope=float(_f(ds, 'RescaleSlope', 1) or 1), intercept=float(_f(ds, 'RescaleIntercept', 0) or 0))
 
 # %% ../nbs/00_io.ipynb #c037
@@ -333,7 +360,8 @@ def read_dicom_series(files, folder=None)->Volume:
                      tuple(float(v) for v in np.stack([o[:3], o[3:], n], 1).ravel()))
         tilt = float(np.degrees(np.arctan2(np.hypot(*off[-1]), gap * (len(hs) - 1))))
     meta = dict(sop_uids=[h['sop_uid'] for h in hs], series_uid=h0['series_uid'], study_uid=h0['study_uid'],
-                patient_id=h0['patient_id'], files=[h['path'] for h in hs], modality=h0['modality'], tilt_deg=round(tilt, 2))
+                patient_id=h0['patient_id'], files=[h['path'] for h in hs], modality=h0['modality'], tilt_deg=round(tilt, 2),
+                contrast=h0.get('contrast', ''))
     return Volume(arr, g, str(folder), meta)
 
 # %% ../nbs/00_io.ipynb #c040b
