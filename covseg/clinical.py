@@ -122,15 +122,14 @@ def predict_study(predictor:Predictor, # the trained network (`Predictor.from_ru
     vol = check_coverage(read_study(input))
     syn = synthetic_input(input)
     mask = predict(predictor, vol, mode, tta)
+    lungs = lung_mask(vol, infiltrate=mask) if report else None     # before anything is written: a study without lungs is refused whole
+    warns = study_warnings(vol, lungs)
     out_dir.mkdir(parents=True, exist_ok=True)
     res = dict(study=study_id(input), input=str(input), mode=mode, tta=bool(tta), synthetic=syn,
                mask=str(write_image(mask, mpath, like=vol.geometry)))
     if 'sop_uids' in vol.meta and seg:
         res['seg'] = str(write_dicom_seg(mask, vol, out_dir/f'{prefix}seg.dcm', overwrite=True))
-    warns = study_warnings(vol)
     if report:
-        lungs = lung_mask(vol, infiltrate=mask)
-        warns = study_warnings(vol, lungs)
         res['lungs'] = str(write_image(lungs, out_dir/f'{prefix}lungs.nii.gz', like=vol.geometry))
         sev = severity(mask, lungs, vol)
         sev['warnings'] = warns = warns + sev['warnings']

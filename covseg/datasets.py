@@ -181,7 +181,10 @@ def choose_series(files:pd.DataFrame, annotated_sops:set=frozenset())->tuple:
         n_ann = int(g.sop_uid.isin(annotated_sops).sum())
         sharp = bool(_SHARP.search(f"{h.kernel} {h.series_description}"))
         rows.append((not is_axial(h.orientation), -n_ann, sharp, 'DERIVED' in h.image_type.upper(), -len(g), uid, h.orientation))
-    if not rows: return None, "no CT volume series (a scout, dose report or other modality only)"
+    if not rows:
+        mods = sorted({str(m) for m in files.modality} - {'CT', ''})
+        if mods and not files.modality.isin(['CT', '']).any(): return None, f"no CT series (its series are {', '.join(mods)})"
+        return None, "no CT volume series (only scouts, dose reports or single images)"
     best = min(rows)
     plane = 'axial' if not best[0] else {0: 'sagittal', 1: 'coronal'}.get(int(np.abs(slice_normal(best[-1])).argmax()), 'oblique') + ' (no axial series)'
     n_kind = sum(r[0] == best[0] for r in rows)

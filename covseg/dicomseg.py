@@ -17,8 +17,9 @@ from . import __version__
 from .io import CovsegInputError, Volume, read_dicom_series, atomic_path, check_same_grid
 
 # %% auto #0
-__all__ = ['SEGMENTS', 'INFILTRATE', 'LUNG_LABELS', 'TYPE2', 'DESCRIPTION', 'Segment', 'algorithm', 'segment_descriptions',
-           'source_series', 'source_headers', 'run_parameters', 'write_dicom_seg', 'read_dicom_seg']
+__all__ = ['ANATOMICAL_STRUCTURE', 'SEGMENTS', 'INFILTRATE', 'LUNG_LABELS', 'TYPE2', 'DESCRIPTION', 'Segment', 'algorithm',
+           'segment_descriptions', 'source_series', 'source_headers', 'run_parameters', 'write_dicom_seg',
+           'read_dicom_seg']
 
 # %% ../nbs/42_dicomseg.ipynb #c007
 @dataclass(frozen=True)
@@ -31,12 +32,14 @@ class Segment:
     region: Code|None = None   # anatomic region the structure lies in, or None
     rgb: tuple = (255, 0, 0)   # recommended display colour (0..255 each)
 
+ANATOMICAL_STRUCTURE = Code('123037004', 'SCT', 'Anatomical Structure')   # CID 7150; 91723000 is retired
+
 SEGMENTS = {
     'COVID-19 infiltrate': Segment('COVID-19 infiltrate', codes.SCT.MorphologicallyAbnormalStructure, codes.SCT.Lesion,
                                    region=codes.SCT.Lung, rgb=(255, 96, 0)),
-    'Left lung': Segment('Left lung', codes.cid7150.AnatomicalStructure, codes.SCT.Lung, modifier=codes.cid244.Left, rgb=(80, 150, 230)),
-    'Right lung': Segment('Right lung', codes.cid7150.AnatomicalStructure, codes.SCT.Lung, modifier=codes.cid244.Right, rgb=(90, 200, 120)),
-    'Lungs': Segment('Lungs', codes.cid7150.AnatomicalStructure, codes.SCT.Lung, modifier=codes.cid244.Bilateral, rgb=(120, 180, 200)),
+    'Left lung': Segment('Left lung', ANATOMICAL_STRUCTURE, codes.SCT.Lung, modifier=codes.cid244.Left, rgb=(80, 150, 230)),
+    'Right lung': Segment('Right lung', ANATOMICAL_STRUCTURE, codes.SCT.Lung, modifier=codes.cid244.Right, rgb=(90, 200, 120)),
+    'Lungs': Segment('Lungs', ANATOMICAL_STRUCTURE, codes.SCT.Lung, modifier=codes.cid244.Bilateral, rgb=(120, 180, 200)),
 }
 INFILTRATE = {1: 'COVID-19 infiltrate'}           # covseg's prediction: 1 = infiltrate
 LUNG_LABELS = {1: 'Left lung', 2: 'Right lung'}   # lung masks: 1 = left, 2 = right (as the Coronacases masks)
@@ -144,7 +147,7 @@ def write_dicom_seg(mask:Volume,           # label mask (z, y, x) on exactly the
           segment_descriptions=descs, series_instance_uid=hd.UID(), series_number=series_number, sop_instance_uid=hd.UID(),
           instance_number=1, manufacturer='covseg', manufacturer_model_name='covseg R3DUNet', software_versions=__version__,
           device_serial_number='none', content_label='COVSEG', content_description='Automatic segmentation by covseg (research software)',
-          series_description=description, omit_empty_frames=bool(pixels.any()))   # all empty: highdicom must keep every frame
+          series_description=description, content_creator_name='covseg', omit_empty_frames=bool(pixels.any()))   # all empty: highdicom must keep every frame
     with atomic_path(out, overwrite=overwrite) as tmp: seg.save_as(tmp)
     return out
 

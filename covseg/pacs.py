@@ -73,7 +73,7 @@ def write_series(folder,              # where the files go (created)
                  shuffle:bool=False,  # file names in no order (random hex names)
                  minimal:bool=False,  # leave out what anonymisers remove (`ANONYMISED_AWAY`)
                  pad:float|None=None, # value written outside the scan circle (e.g. -2048, -3024)
-                 series_uid=None, study_uid=None, # UIDs (new ones if None)
+                 series_uid=None, study_uid=None, frame_uid=None, # Series, Study and FrameOfReference UIDs (new ones if None)
                  seed:int=0,          # draws the shuffled names
                  **tags,              # more header attributes, e.g. SeriesDescription, ImageType
                 )->list: # the files written, in slice order
@@ -87,7 +87,7 @@ def write_series(folder,              # where the files go (created)
         r, c, step = np.array([1., 0, 0]), np.array([0., np.cos(t), np.sin(t)]), np.array([0., 0., sz / np.cos(t)])
     jj, ii = np.meshgrid(np.arange(nx), np.arange(ny))
     outside = ~scan_circle(ny, nx)
-    series_uid, study_uid, paths = series_uid or generate_uid(), study_uid or generate_uid(), []
+    series_uid, study_uid, frame_uid, paths = series_uid or generate_uid(), study_uid or generate_uid(), frame_uid or generate_uid(), []
     for k in range(nz):
         ipp = np.asarray(g.origin, float) + k * step
         hu = vol.array[k] if not tilt_deg else sample_at(vol, ipp + jj[..., None] * sx * r + ii[..., None] * sy * c)
@@ -96,7 +96,7 @@ def write_series(folder,              # where the files go (created)
         inter = -1024. if intercepts is None else float(intercepts[k % len(intercepts)])
         sop = generate_uid()
         t = dict(SOPClassUID=CTImageStorage, SOPInstanceUID=sop, Modality='CT', PatientID='SYNTH', PatientName='Synthetic^Phantom',
-                 StudyInstanceUID=study_uid, SeriesInstanceUID=series_uid, SeriesNumber=2, InstanceNumber=k + 1,
+                 StudyInstanceUID=study_uid, SeriesInstanceUID=series_uid, FrameOfReferenceUID=frame_uid, SeriesNumber=2, InstanceNumber=k + 1,
                  StudyDate='20200401', StudyTime='120000', SeriesDate='20200401', SeriesTime='120500',
                  ImageType=['ORIGINAL', 'PRIMARY', 'AXIAL'], ImagePositionPatient=[float(v) for v in ipp],
                  ImageOrientationPatient=[float(v) for v in (*r, *c)], PixelSpacing=[float(sy), float(sx)],

@@ -14,7 +14,7 @@ import pandas as pd
 import SimpleITK as sitk
 import covseg
 from .io import CovsegInputError, Geometry, Volume, progress, to_sitk, read_nifti, check_same_grid, atomic_path, replace_dir
-from .transforms import resize_geometry, _resize_sitk, _mask255
+from .transforms import resize_geometry, _resize_sitk, _mask255, canonical, obliquity, MAX_OBLIQUE_DEG
 from .synth import is_synthetic
 from .datasets import (Case, Failure, _failure, read_coronacases, read_mosmed, read_ricord, convert_ricord, INFECTIOUS, split_by_patient)
 
@@ -100,6 +100,8 @@ def cache_case(case:Case, cache, grids=PAPER_GRIDS, force:bool=False)->dict:
         if force or not is_valid(d, key): todo.append((size, d, key))
     if not todo: return out
     img, msk = read_case(case)
+    src_g = img.geometry
+    if obliquity(src_g.direction) <= MAX_OBLIQUE_DEG: img, msk = canonical(img), canonical(msk)   # as `covseg.transforms.resize` does
     si, sm = to_sitk(img), _mask255(msk)          # converted once, shrunk per grid in their own pixel types
     for size, d, key in todo:
         g = resize_geometry(img.geometry, size)
@@ -113,7 +115,7 @@ def cache_case(case:Case, cache, grids=PAPER_GRIDS, force:bool=False)->dict:
             meta = dict(key=key, covseg_version=covseg.__version__, dataset=case.dataset, case_id=case.case_id, patient_id=case.patient_id,
                         sources=dict(image=fingerprint(case.image), mask=fingerprint(case.mask)), params=dict(grid=list(size), mask_labels=list(case.mask_labels),
                         resize='BinShrink(floor factor) + linear; mask: same then >= 0.5', image_dtype='int16 HU'),
-                        grid_geometry=ri.geometry.to_dict(), source_geometry=img.geometry.to_dict(),
+                        grid_geometry=ri.geometry.to_dict(), source_geometry=src_g.to_dict(),
                         stats=dict(mask_voxels_source=int(msk.array.sum()), mask_voxels=int(rm.array.sum()),
                                    infection_ml=float(msk.array.sum() * np.prod(img.spacing) / 1000)), created=time.strftime('%Y-%m-%dT%H:%M:%S'))
             (tmp/'meta.json').write_text(json.dumps(meta, indent=1))

@@ -121,7 +121,7 @@ def resample_to(vol:Volume, g:Geometry, linear:bool=True, default:float=0.)->Vol
     "`vol` resampled onto grid `g` (float32; linear or nearest; `default` outside `vol`), e.g. a low-resolution prediction back onto its study."
     img = sitk.Cast(to_sitk(vol), sitk.sitkFloat32)
     out = sitk.Resample(img, _blank(g), sitk.Transform(), sitk.sitkLinear if linear else sitk.sitkNearestNeighbor, default,
-                        sitk.sitkFloat32, True)
+                        sitk.sitkFloat32, False)           # no extrapolation: beyond half a voxel outside `vol`, `default`
     return Volume(sitk.GetArrayFromImage(out), g, vol.path, dict(vol.meta))
 
 def shrink_factors(src:Geometry, g:Geometry)->list:
@@ -146,6 +146,7 @@ def _mask255(vol:Volume)->sitk.Image:
 def resize(vol:Volume, size, mask:bool=False)->Volume:
     "`vol` resized to `size` (z, y, x) over the same physical box, in LPS order: block-averaged, then linear; a mask is thresholded at 0.5."
     g = resize_geometry(vol.geometry, size)
+    if obliquity(vol.geometry.direction) <= MAX_OBLIQUE_DEG: vol = canonical(vol)   # blocks start at the same anatomical corner however it is stored
     return Volume(_resize_sitk(_mask255(vol) if mask else to_sitk(vol), g, mask), g, vol.path, dict(vol.meta))
 
 # %% ../nbs/03a_transforms.ipynb #78b38ce6
