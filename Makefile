@@ -13,7 +13,7 @@ DEMO_LESION_MM ?= 25-60
 DEMO_RUN ?= runs/demo
 DEMO_SEED ?= 42
 
-.PHONY: install demo test nbtest check-sync clean-outputs browser docs-check gpu-check
+.PHONY: install demo test nbtest check-sync clean-outputs browser docs-check gpu-check repo-check
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || python3 -m venv $(VENV)
@@ -44,8 +44,14 @@ bar := |
 test: $(STAMP) browser
 	$(BIN)/nbdev-test --n-workers 2 --skip-file-re '^($(subst $(empty) $(empty),$(bar),$(TRAIN_NBS)))\.ipynb$$'
 	@for nb in $(TRAIN_NBS); do echo "nbdev-test nbs/$$nb.ipynb"; $(BIN)/nbdev-test --n-workers 0 nbs/$$nb.ipynb || exit 1; done
+	$(MAKE) repo-check
 	$(MAKE) docs-check
 	$(MAKE) check-sync
+
+# The GitHub workflows and CITATION.cff against their published schemas (check-jsonschema's bundled copies: no network).
+repo-check: $(STAMP)
+	$(BIN)/check-jsonschema --builtin-schema vendor.github-workflows .github/workflows/*.yaml
+	$(BIN)/check-jsonschema --builtin-schema vendor.citation-file-format CITATION.cff
 
 # Headless Chromium and its driver for the HTML viewer's browser tests (Debian packages), installed only when missing.
 browser:
