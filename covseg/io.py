@@ -215,12 +215,16 @@ def _nifti_check(path)->dict|None:
     if bad: raise CovsegInputError(path, f"contains {bad} NaN or infinite voxel(s)")
     return h
 
+def _only_sform(h:dict|None)->bool:
+    "Is the sform the only spatial transform of the NIfTI file with header facts `h` (qform code 0)?"
+    return h is not None and h['sform_code'] > 0 and h['qform_code'] == 0
+
 def _sform_only(path)->dict|None:
-    "The header facts of a NIfTI file whose only spatial transform is its sform (qform code 0); None otherwise or when unreadable."
+    "The header facts of a NIfTI file whose only spatial transform is its sform; None otherwise or when unreadable."
     try:
         with (gzip.open if str(path).lower().endswith('.gz') else open)(path, 'rb') as f: h = _nifti_header(f.read(540))
     except (OSError, EOFError, zlib.error, ValueError): return None
-    return h if h is not None and h['sform_code'] > 0 and h['qform_code'] == 0 else None
+    return h if _only_sform(h) else None
 
 def _sform_grid(srow:np.ndarray, size, path)->Geometry:
     "The grid of `size` (z, y, x) that a NIfTI sform (3 x 4, RAS, x-y-z index) describes; refuses a shearing sform."
@@ -241,7 +245,7 @@ def read_nifti(path)->Volume:
         raise CovsegInputError(path, f"cannot be read, truncated or corrupt? ({str(e).strip().splitlines()[-1][:200]})") from None
     img = _check_3d(img, path)
     h = _nifti_check(path)
-    sform_only = h is not None and h['sform_code'] > 0 and h['qform_code'] == 0
+    sform_only = _only_sform(h)
     try: arr = sitk.GetArrayFromImage(img)
     except RuntimeError as e: raise CovsegInputError(path, f"voxel data cannot be read ({e})") from None
     _check_finite(arr, path)
@@ -280,8 +284,8 @@ def dicom_header(path)->dict|None:
                 instance=int(_f(ds, 'InstanceNumber', 0) or 0), rows=int(_f(ds, 'Rows', 0) or 0), columns=int(_f(ds, 'Columns', 0) or 0),
                 orientation=None if iop is None else tuple(float(x) for x in iop),
                 position=None if ipp is None else tuple(float(x) for x in ipp),
-                thickness=float(_f(ds, 'SliceThickness', 0) or 0), sop_class=str(_f(ds, 'SOPClassUID', '')), contrast=str(_f(ds, 'ContrastBolusAgent', '')),
-                slope=float(_f(ds, 'RescaleSlope', 1) or 1), intercept=float(_f(ds, 'RescaleIntercept', 0) or 0))
+                thickness=float(_f(ds, 'SliceThickness', 0) or 0),
+                contrast=str(_f(ds, 'ContrastBolusAgent', '')))
 
 # %% ../nbs/00_io.ipynb #c037
 def slice_normal(orientation)->np.ndarray:

@@ -16,12 +16,13 @@ from pydicom.dataset import FileDataset, FileMetaDataset
 from pydicom.uid import (ExplicitVRLittleEndian, ImplicitVRLittleEndian, RLELossless, JPEGLSLossless, JPEG2000Lossless,
                          JPEGLosslessSV1, CTImageStorage, generate_uid)
 from .io import Geometry, Volume, read_dicom_series, from_sitk, to_sitk
+from .synth import _ct_dataset, _scan_circle
 from .transforms import canonical
 
 # %% auto #0
-__all__ = ['SYNTAXES', 'ANONYMISED_AWAY', 'NIFTI_KINDS', 'DOSE_SR', 'sample_at', 'scan_circle', 'write_series',
-           'read_with_nibabel', 'dcm2niix_exe', 'read_with_dcm2niix', 'read_with_dicom2nifti', 'compare',
-           'error_vs_truth', 'series_kinds', 'check_readers', 'ras_affine', 'write_nifti_variant', 'add_clutter']
+__all__ = ['SYNTAXES', 'ANONYMISED_AWAY', 'NIFTI_KINDS', 'DOSE_SR', 'sample_at', 'write_series', 'read_with_nibabel',
+           'dcm2niix_exe', 'read_with_dcm2niix', 'read_with_dicom2nifti', 'compare', 'error_vs_truth', 'series_kinds',
+           'check_readers', 'ras_affine', 'write_nifti_variant', 'add_clutter']
 
 # %% ../nbs/03b_pacs.ipynb #p08
 SYNTAXES = dict(explicit=ExplicitVRLittleEndian, implicit=ImplicitVRLittleEndian, rle=RLELossless, jpegls=JPEGLSLossless,
@@ -48,22 +49,6 @@ def _jpeg_lossless(path):
 # %% ../nbs/03b_pacs.ipynb #p09
 ANONYMISED_AWAY = ('PatientID', 'PatientName', 'StudyInstanceUID', 'SeriesNumber', 'InstanceNumber', 'ImageType', 'SliceThickness', 'Modality')
 
-def scan_circle(ny:int, nx:int)->np.ndarray:
-    "In-plane mask (True inside) of a scanner's reconstruction circle on a `ny` x `nx` slice."
-    yy, xx = np.ogrid[:ny, :nx]
-    return (yy - (ny - 1) / 2) ** 2 + (xx - (nx - 1) / 2) ** 2 <= (min(nx, ny) / 2) ** 2
-
-def _slice_ds(sop, tags:dict, pixels:np.ndarray)->FileDataset:
-    "A CT image dataset holding `pixels` (stored int16 values) and `tags`."
-    meta = FileMetaDataset(); meta.MediaStorageSOPClassUID = tags.get('SOPClassUID', CTImageStorage)
-    meta.MediaStorageSOPInstanceUID, meta.TransferSyntaxUID = sop, ExplicitVRLittleEndian
-    ds = FileDataset('slice', {}, file_meta=meta, preamble=b'\0' * 128)
-    for k, v in tags.items(): setattr(ds, k, v)
-    ds.Rows, ds.Columns = pixels.shape; ds.SamplesPerPixel = 1; ds.PhotometricInterpretation = 'MONOCHROME2'
-    ds.BitsAllocated = ds.BitsStored = 16; ds.HighBit = 15; ds.PixelRepresentation = 1
-    ds.PixelData = np.ascontiguousarray(pixels, np.int16).tobytes()
-    return ds
-
 def write_series(folder,              # where the files go (created)
                  vol:Volume,          # the anatomy in HU; its grid gives the slices (unless tilted)
                  syntax:str='explicit', # a key of `SYNTAXES`
@@ -86,7 +71,7 @@ def write_series(folder,              # where the files go (created)
         t = np.radians(tilt_deg)
         r, c, step = np.array([1., 0, 0]), np.array([0., np.cos(t), np.sin(t)]), np.array([0., 0., sz / np.cos(t)])
     jj, ii = np.meshgrid(np.arange(nx), np.arange(ny))
-    outside = ~scan_circle(ny, nx)
+    outside = ~_scan_circle((ny, nx))
     series_uid, study_uid, frame_uid, paths = series_uid or generate_uid(), study_uid or generate_uid(), frame_uid or generate_uid(), []
     for k in range(nz):
         ipp = np.asarray(g.origin, float) + k * step
@@ -101,9 +86,10 @@ def write_series(folder,              # where the files go (created)
                  ImageType=['ORIGINAL', 'PRIMARY', 'AXIAL'], ImagePositionPatient=[float(v) for v in ipp],
                  ImageOrientationPatient=[float(v) for v in (*r, *c)], PixelSpacing=[float(sy), float(sx)],
                  SliceThickness=float(sz), RescaleSlope=slope, RescaleIntercept=inter, RescaleType='HU', GantryDetectorTilt=float(tilt_deg))
+        ds = _ct_dataset(np.clip(np.round((hu - inter) / slope), -32768, 32767), {**t, **tags})
         if minimal:
-            for key in ANONYMISED_AWAY: t.pop(key)
-        ds = _slice_ds(sop, {**t, **tags}, np.clip(np.round((hu - inter) / slope), -32768, 32767))
+            for key in ANONYMISED_AWAY:
+                if key in ds: delattr(ds, key)
         p = folder/(f"{uuid.UUID(int=int(rng.integers(0, 2**62))).hex}.dcm" if shuffle else f"{k + 1:04d}.dcm")
         if syntax == 'implicit': ds.file_meta.TransferSyntaxUID = ImplicitVRLittleEndian
         elif syntax in ('rle', 'jpegls', 'jpeg2000'): ds.compress(SYNTAXES[syntax])
@@ -185,7 +171,7 @@ def check_readers(vol:Volume, work)->pd.DataFrame:
         d = Path(work)/uuid.uuid4().hex[:8]
         write_series(d/'dicom', v, **kw)
         ours, tilt, notes = read_dicom_series(d/'dicom'), kw.get('tilt_deg'), []
-        truth = v if kw.get('pad') is None else v.with_array(np.where(scan_circle(*v.shape[1:]), v.array, kw['pad']))
+        truth = v if kw.get('pad') is None else v.with_array(np.where(_scan_circle(v.shape), v.array, kw['pad']))
         row = dict(kind=name, covseg_vs_truth_hu=error_vs_truth(ours, vol) if tilt else compare(ours, truth)['max_hu'])
         for tool in ('dcm2niix', 'dicom2nifti'):
             try: other = read_with_dcm2niix(d/'dicom', d/tool) if tool == 'dcm2niix' else {tool: read_with_dicom2nifti(d/'dicom', d/tool)}

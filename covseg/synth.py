@@ -115,12 +115,12 @@ def mask_polygons(mask2d:np.ndarray)->list:
 def _uid(rng)->str: return '1.2.826.0.1.3680043.10.1234.' + '.'.join(str(int(x)) for x in rng.integers(1, 10**9, 3))
 def _mdai_id(prefix, rng)->str: return prefix + '_' + ''.join(rng.choice(list('0123456789abcdefghijklmnopqrstuvwxyz'), 6))
 
-def _ct_slice(path, pixels:np.ndarray, tags:dict):
-    "Write one CT image storage file with `pixels` (stored values, int16) and the tags in `tags`."
+def _ct_dataset(pixels:np.ndarray, tags:dict)->FileDataset:
+    "One CT image storage dataset with `pixels` (stored values, int16) and the tags in `tags` (explicit VR little endian)."
     meta = FileMetaDataset()
     meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID = CTImageStorage, tags['SOPInstanceUID']
     meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds = FileDataset(str(path), {}, file_meta=meta, preamble=b'\0' * 128)
+    ds = FileDataset('ct', {}, file_meta=meta, preamble=b'\0' * 128)
     ds.SOPClassUID, ds.Modality, ds.Manufacturer = CTImageStorage, 'CT', 'covseg synthetic phantom'
     ds.PatientName, ds.BodyPartExamined, ds.KVP, ds.RescaleType = 'Synthetic^Phantom', 'CHEST', 120, 'HU'
     for k, v in tags.items(): setattr(ds, k, v)
@@ -128,7 +128,11 @@ def _ct_slice(path, pixels:np.ndarray, tags:dict):
     ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, 'MONOCHROME2'
     ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 16, 15, 1
     ds.PixelData = np.ascontiguousarray(pixels, dtype=np.int16).tobytes()
-    ds.save_as(str(path), enforce_file_format=True)
+    return ds
+
+def _ct_slice(path, pixels:np.ndarray, tags:dict):
+    "Write one CT image storage file with `pixels` (stored values, int16) and the tags in `tags`."
+    _ct_dataset(pixels, tags).save_as(str(path), enforce_file_format=True)
 
 def _write_series(folder, hu:np.ndarray, spacing, origin, iop, common:dict, series:dict, slope:float, intercept:float, rng)->list:
     "Write `hu` (slices along the normal of `iop`) as a CT series in `folder`; return the SOPInstanceUIDs per slice."

@@ -6,7 +6,7 @@ Docs: https://covseg.github.io/covseg/transforms.html.md"""
 
 # %% ../nbs/03a_transforms.ipynb #64186042
 from __future__ import annotations
-import math, itertools
+import itertools
 import numpy as np
 import torch
 import SimpleITK as sitk
