@@ -16,6 +16,7 @@ from .io import CovsegInputError
 from .synth import synthesize, SIZES
 from .preprocess import prepare, summary, parse_grid, grid_name, PAPER_GRIDS
 from .datasets import INFECTIOUS
+from .download import SOURCES, ZENODO, RICORD_ANNOTATIONS, DownloadError
 
 # %% auto #0
 __all__ = ['build_parser', 'main', 'ConfigOverrideError', 'apply_overrides']
@@ -31,6 +32,13 @@ def _range(s:str)->tuple:
     try: return int(lo), int(hi or lo)
     except ValueError: raise argparse.ArgumentTypeError(f"expected LO-HI such as 6-10, not {s!r}") from None
 
+def _datasets(s:str)->tuple:
+    "A comma-separated choice of datasets (ricord, coronacases, mosmed)."
+    ks = tuple(k.strip() for k in s.split(',') if k.strip())
+    bad = [k for k in ks if k not in SOURCES]
+    if bad or not ks: raise argparse.ArgumentTypeError(f"expected some of {','.join(SOURCES)}, not {s!r}")
+    return ks
+
 def build_parser()->argparse.ArgumentParser:
     "The argument parser of `covseg`."
     p = argparse.ArgumentParser(prog='covseg', description='COVID-19 infiltrate segmentation in chest CT (Bressem et al. 2021, reproduced).')
@@ -43,6 +51,18 @@ def build_parser()->argparse.ArgumentParser:
     s.add_argument('--seed', type=int, default=0)
     s.add_argument('--size', type=_size, default='small', help="'small' (CPU demo), 'full' (512x512 slices) or ZxYxX")
     s.add_argument('--lesions', type=_range, default=None, help="infiltrates per phantom, LO-HI (e.g. 6-10; default: the phantom's own 1-8)")
+    d = sub.add_parser('download', help="fetch the paper's datasets into DATA_ROOT: RICORD 1a from IDC, "
+                                        "Coronacases from Zenodo, MosMedData from an archive you fetched")
+    d.add_argument('data_root', type=Path, help='folder to fill with ricord/, coronacases/, mosmed/ (as `prepare` reads)')
+    d.add_argument('--only', type=_datasets, default=tuple(SOURCES),
+                   help='some of ricord,coronacases,mosmed (comma separated; default: all)')
+    d.add_argument('--yes', action='store_true',
+                   help='accept the licences and citations shown (otherwise asked on a terminal, refused elsewhere)')
+    d.add_argument('--all-series', action='store_true', help="all 229 RICORD series (11.7 GB), not only the annotated ones")
+    d.add_argument('--ricord-annotations', help="the MD.ai annotation export, a file or an address (default: TCIA's)")
+    d.add_argument('--mosmed-archive', help='the COVID19_1110 archive you fetched: zip, unpacked folder or http(s) address')
+    d.add_argument('--mosmed-sha256', help="the archive's SHA-256, checked when it is fetched from an address")
+    d.add_argument('--zenodo', default=ZENODO, help='Zenodo (or a mirror of its API and files)')
     q = sub.add_parser('prepare', help='convert, cache and split the datasets; write CACHE/manifest.csv')
     q.add_argument('data_root', type=Path, nargs='?', help='folder holding any of coronacases/, mosmed/, ricord/')
     q.add_argument('cache', type=Path, help='cache folder')
@@ -97,6 +117,17 @@ def main(argv=None)->int:
             ids = synthesize(a.out, a.cases, a.seed, a.size, a.lesions, a.ricord_cases, a.lesion_mm)
             print(f"wrote synthetic data to {a.out}: " + ', '.join(f"{k} {len(v)}" for k, v in ids.items()))
             return 0
+        if a.command == 'download':
+            from covseg.download import download
+            try: res = download(a.data_root, a.only, a.yes, a.all_series, a.ricord_annotations or RICORD_ANNOTATIONS,
+                                a.zenodo, a.mosmed_archive, a.mosmed_sha256, ask=input if sys.stdin.isatty() else None)
+            except DownloadError as e:
+                print(f"covseg download: {e}", file=sys.stderr); return 2
+            for r in res.itertuples():
+                print(f"{r.dataset:12s} {r.status:7s} {r.detail if r.status == 'ready' else 'see below'}")
+            for r in res[res.status != 'ready'].itertuples(): print(f"\n{r.dataset}: {r.detail}", file=sys.stderr)
+            if (res.status == 'ready').all(): print(f"next: covseg prepare {a.data_root} CACHE")
+            return 0 if (res.status == 'ready').all() else 1
         if a.command == 'prepare':
             man, fails = prepare(a.data_root, a.cache, a.coronacases, a.mosmed, a.ricord, a.ricord_annotations,
                                  [parse_grid(g) for g in a.grids.split(',')], tuple(a.labels), a.tune_frac, a.seed,
