@@ -27,11 +27,12 @@ import pandas as pd
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_data import machine, replace_section
 from covseg.metrics import summarise, DATASET_NAMES
+from covseg.datasets import DATASETS
 
 ROOT = Path(__file__).resolve().parent.parent
 HEAD = "## Demo run on the CPU"                      # the section is found by this start of its heading
 NEW_HEAD = "## Demo run on the CPU (`make demo`)"   # the heading when the file has no such section yet
-MODES, DATASETS = ('paper', 'sliding'), ('ricord', 'coronacases', 'mosmed')
+MODES = ('paper', 'sliding')
 HOLDOUT = ('coronacases', 'mosmed')
 MAX_WALL_S, MIN_TUNE_DICE, MIN_HOLDOUT_DICE, EARLY_DICE = 15 * 60, 0.8, 0.65, 0.1   # the targets (0.1: clearly off 'all background')
 CURVES = ('dice', 'train_dice', 'soft_dice')     # per-epoch Dice columns drawn when the log has them

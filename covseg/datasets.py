@@ -16,15 +16,17 @@ from .io import (CovsegInputError, Volume, progress, read_dicom_series, read_nif
                        slice_normal)
 
 # %% auto #0
-__all__ = ['INFECTIOUS', 'Case', 'Failure', 'coronacases_id', 'read_coronacases', 'read_mosmed', 'MdaiExport', 'read_mdai',
-           'polygon_mask', 'annotation_polygons', 'scan_dicom', 'choose_series', 'read_ricord', 'ricord_mask',
-           'convert_ricord', 'split_by_patient']
+__all__ = ['DATASETS', 'INFECTIOUS', 'Case', 'Failure', 'coronacases_id', 'read_coronacases', 'read_mosmed', 'MdaiExport',
+           'read_mdai', 'polygon_mask', 'annotation_polygons', 'scan_dicom', 'choose_series', 'read_ricord',
+           'ricord_mask', 'convert_ricord', 'split_by_patient']
 
 # %% ../nbs/03_datasets.ipynb #c006
+DATASETS = ('ricord', 'coronacases', 'mosmed')   # the paper's three, in its order: training/tuning, then the two hold-out sets
+
 @dataclass
 class Case:
     "One study: where its image and infection mask are, and who it belongs to."
-    dataset: str            # 'ricord', 'coronacases' or 'mosmed'
+    dataset: str            # one of DATASETS
     case_id: str            # unique within the dataset
     patient_id: str         # for the split: no patient on both sides
     image: str              # NIfTI file (or, for RICORD before conversion, the DICOM series folder)

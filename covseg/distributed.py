@@ -11,9 +11,11 @@ from contextlib import contextmanager
 import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel, DataParallel
-from fastai.callback.core import Callback
-from fastai.torch_core import num_distrib, rank_distrib
-from fastai.distributed import DistributedDL, teardown_distrib
+from .io import quiet_fastai
+with quiet_fastai():                     # fastai under torch 2.14: one known FutureWarning, nothing else
+    from fastai.callback.core import Callback
+    from fastai.torch_core import num_distrib, rank_distrib
+    from fastai.distributed import DistributedDL, teardown_distrib
 
 # %% auto #0
 __all__ = ['world_size', 'rank', 'launched', 'is_main', 'rank_seed', 'setup', 'barrier', 'main_first', 'broadcast_object',

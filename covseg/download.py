@@ -14,7 +14,7 @@ import pooch
 import requests
 from tqdm.auto import tqdm
 from .datasets import read_coronacases, read_mosmed, read_mdai
-from .io import CovsegInputError
+from .io import CovsegInputError, interactive
 
 # %% auto #0
 __all__ = ['SOURCES', 'RICORD_COLLECTION', 'IDC_LAYOUT', 'RICORD_ANNOTATIONS', 'ZENODO', 'CORONACASES_RECORD',
@@ -125,7 +125,7 @@ class ResumingDownloader:
             size = int(r.headers.get('Content-Length', 0))
             total = have + size if size else None
             bar = tqdm(total=total, initial=have, unit='B', unit_scale=True, desc=Path(self.part.stem).name,
-                       disable=not self.progress, leave=False)
+                       disable=None if self.progress else True, leave=False)   # None: no bar in a log file
             with open(self.part, 'ab' if have else 'wb') as f, bar:
                 for b in r.iter_content(self.chunk):
                     f.write(b); bar.update(len(b))
@@ -186,7 +186,7 @@ def unpack(src, dest, where=None, progress:bool=True)->Path:
         if bad: raise DownloadError(src, f"a member would land outside {dest.name}: {bad[0]}")
         if z is not None:
             check_space(dest.parent, sum(z.getinfo(n).file_size for n, _ in todo), f"unpacking {src.name}")
-        for n, t in tqdm(todo, desc=f"unpacking {src.name}", leave=False, disable=not progress):
+        for n, t in tqdm(todo, desc=f"unpacking {src.name}", leave=False, disable=None if progress else True):
             (tmp/t).parent.mkdir(parents=True, exist_ok=True)
             with opener(n) as a, open(tmp/t, 'wb') as b: shutil.copyfileobj(a, b, 1 << 20)
     except zipfile.BadZipFile as e:
@@ -310,7 +310,8 @@ def download_ricord(root, series:pd.DataFrame, client=None, progress:bool=True)-
         try:
             client.download_from_selection(downloadDir=str(root/'ricord'),
                                            seriesInstanceUID=list(todo.SeriesInstanceUID), dirTemplate=IDC_LAYOUT,
-                                           use_s5cmd_sync=True, show_progress_bar=progress, quiet=True)
+                                           use_s5cmd_sync=True, show_progress_bar=progress and interactive(),
+                                           quiet=True)
         except IDCClientInsufficientDiskSpaceError as e:
             raise DownloadError(root/'ricord', f"not enough disk space: {e}") from None
     miss = missing_files(root, series)

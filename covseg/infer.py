@@ -12,34 +12,13 @@ import numpy as np
 import torch
 from torch import nn
 from fastcore.basics import patch
-from .io import CovsegInputError, Volume, read_image, write_image, progress, is_image_file, NIFTI_SUFFIXES
+from .io import CovsegInputError, Volume, read_image, write_image, progress, is_image_file, NIFTI_SUFFIXES, check_ct
 from .transforms import model_input, to_study_grid, grid_at_spacing, orientation_note, normalise_hu, AIR_LEVEL
-from .model import R3DUNet, read_state_dict
+from .model import R3DUNet, read_state_dict, state_mismatch
 
 # %% auto #0
-__all__ = ['CT_MIN_HU', 'TTA_AXES', 'PROGRESS_MIN_PATCHES', 'PAD_VALUE', 'MODES', 'check_ct', 'Predictor', 'tta_flips',
-           'foreground_proba', 'gaussian_weights', 'patch_starts', 'sliding_window_proba', 'predict', 'predict_file',
-           'load_weights']
-
-# %% ../nbs/31_infer.ipynb #c007
-CT_MIN_HU = -500.   # a CT in HU has some voxel below this (air is about -1000 HU)
-
-def check_ct(vol:Volume, # the study to segment
-            )->Volume:
-    "Return `vol` if it looks like a 3D grey CT volume in Hounsfield units, else raise a `CovsegInputError` naming it."
-    where, a = vol.path or 'volume', vol.array
-    if a.ndim != 3 or min(a.shape) < 2:
-        raise CovsegInputError(where, f"is not a 3D grey volume (array shape {a.shape}); a CT volume (z, y, x) with at least 2 voxels per axis is needed")
-    if not (np.issubdtype(a.dtype, np.integer) or np.issubdtype(a.dtype, np.floating)) or a.dtype == bool:
-        raise CovsegInputError(where, f"holds {a.dtype} voxels; a CT in Hounsfield units (integers or floats) is needed")
-    lo = float(a.min())
-    if not math.isfinite(lo) or not math.isfinite(float(a.max())):
-        raise CovsegInputError(where, "contains NaN or infinite voxels")
-    if lo > CT_MIN_HU:
-        raise CovsegInputError(where, f"has no voxel below {CT_MIN_HU:.0f} HU (its minimum is {lo:.0f}): not a CT in Hounsfield units "
-                                      "(a chest CT always holds air, about -1000 HU). Windowed to 0..255, DICOM values without "
-                                      "RescaleSlope/RescaleIntercept, or another modality?")
-    return vol
+__all__ = ['TTA_AXES', 'PROGRESS_MIN_PATCHES', 'PAD_VALUE', 'MODES', 'Predictor', 'tta_flips', 'foreground_proba',
+           'gaussian_weights', 'patch_starts', 'sliding_window_proba', 'predict', 'predict_file', 'load_weights']
 
 # %% ../nbs/31_infer.ipynb #c010
 def _default_device()->torch.device: return torch.device('cuda' if torch.cuda.is_available() else 'cpu')
@@ -235,10 +214,6 @@ def _locate_run(path, stage:int)->tuple:
     if not weights.is_file(): raise CovsegInputError(weights, f"not found: stage {stage} of this run has no best weights (trained?)")
     return run, stage, weights
 
-def _few(keys, n:int=3)->str:
-    keys = list(keys)
-    return f"{len(keys)} (e.g. {', '.join(keys[:n])})"
-
 def _read_weights(path)->dict:
     "The state dict at `path`, or a `CovsegInputError` naming it."
     try: return read_state_dict(path)
@@ -250,11 +225,7 @@ def load_weights(model:nn.Module, # the network to fill
                 )->nn.Module:
     "Load the state dict at `path` into `model`, refusing one that does not fit key for key and shape for shape."
     sd = _read_weights(path) if state is None else state
-    ref = model.state_dict()
-    missing, unexpected = [k for k in ref if k not in sd], [k for k in sd if k not in ref]
-    shaped = [f"{k} {tuple(sd[k].shape)} vs {tuple(ref[k].shape)}" for k in sd if k in ref and sd[k].shape != ref[k].shape]
-    probs = [f"{what}: {_few(ks)}" for what, ks in (('missing keys', missing), ('unexpected keys', unexpected),
-                                                     ('mis-shaped (file vs model)', shaped)) if ks]
+    probs = state_mismatch(sd, model.state_dict())
     if probs: raise CovsegInputError(path, f"does not fit {type(model).__name__} ({'; '.join(probs)})")
     model.load_state_dict(sd)
     return model

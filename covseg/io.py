@@ -6,20 +6,20 @@ Docs: https://covseg.github.io/covseg/io.html.md"""
 
 # %% ../nbs/00_io.ipynb #c002
 from __future__ import annotations
-import os, gzip, zlib, uuid, shutil, contextlib
+import os, sys, gzip, time, zlib, uuid, shutil, warnings, contextlib
 from dataclasses import dataclass, field, asdict
 from pathlib import Path
 import numpy as np
 from scipy import ndimage
 import SimpleITK as sitk
 import pydicom
-from fastprogress.fastprogress import progress_bar
+from fastprogress.fastprogress import progress_bar, IN_NOTEBOOK
 
 # %% auto #0
-__all__ = ['NIFTI_SUFFIXES', 'TILT_TOL', 'CovsegInputError', 'progress', 'Geometry', 'patient_axes', 'Volume', 'from_sitk',
-           'to_sitk', 'replace_dir', 'atomic_path', 'is_image_file', 'read_nifti', 'write_image', 'dicom_header',
-           'slice_normal', 'is_axial', 'sort_series', 'read_dicom_series', 'inplane_offsets', 'untilt', 'read_image',
-           'check_same_grid']
+__all__ = ['NIFTI_SUFFIXES', 'TILT_TOL', 'AIR_MAX_HU', 'CovsegInputError', 'interactive', 'LogProgress', 'progress',
+           'quiet_fastai', 'Geometry', 'patient_axes', 'Volume', 'from_sitk', 'to_sitk', 'replace_dir', 'atomic_path',
+           'is_image_file', 'read_nifti', 'write_image', 'dicom_header', 'slice_normal', 'is_axial', 'sort_series',
+           'read_dicom_series', 'inplane_offsets', 'untilt', 'read_image', 'check_same_grid', 'check_ct']
 
 # %% ../nbs/00_io.ipynb #c006
 class CovsegInputError(ValueError):
@@ -29,12 +29,38 @@ class CovsegInputError(ValueError):
         super().__init__(f"{path}: {problem}")
 
 # %% ../nbs/00_io.ipynb #c008
+def interactive()->bool:
+    "Whether output goes to a person (a terminal or a notebook) rather than to a log file or pipe."
+    return IN_NOTEBOOK or bool(getattr(sys.stdout, 'isatty', lambda: False)())
+
+class LogProgress:
+    "Progress for a log: a line when a tenth of `items` (or 30 s of work) more is done, and one at the end."
+    def __init__(self, items, what:str='', every_s:float=30.): self.items, self.what, self.every_s = list(items), what, every_s
+    def __len__(self): return len(self.items)
+    def __iter__(self):
+        n, t0 = len(self.items), time.time()
+        last, t_last = 0, t0
+        for i, x in enumerate(self.items, 1):
+            yield x                                   # the caller's work on item i happens here
+            now = time.time()
+            if i == n or i - last >= max(1, n // 10) or now - t_last >= self.every_s:
+                print(f"{self.what or 'progress'}: {i}/{n} done ({now - t0:.0f} s)", flush=True)
+                last, t_last = i, now
+
 def progress(items, what:str='', leave:bool=False):
-    "Iterate over `items` with a progress bar labelled `what` (fastprogress: console or notebook)."
-    items = list(items)
-    pb = progress_bar(items, leave=leave)
+    "Iterate over `items` with a progress bar labelled `what` (fastprogress) for a person, a few plain lines for a log."
+    if not interactive(): return LogProgress(items, what)
+    pb = progress_bar(list(items), leave=leave)
     pb.comment = what
     return pb
+
+# %% ../nbs/00_io.ipynb #c009b
+@contextlib.contextmanager
+def quiet_fastai():
+    "Import fastai inside this: without the one known `torch.jit.script` FutureWarning it causes; other warnings pass."
+    with warnings.catch_warnings():
+        warnings.filterwarnings('ignore', message=r'`torch\.jit\.script` is deprecated', category=FutureWarning)
+        yield
 
 # %% ../nbs/00_io.ipynb #c011
 @dataclass(frozen=True)
@@ -401,3 +427,23 @@ def check_same_grid(image:Volume, mask:Volume):
     diffs = [k for k in ('size', 'spacing', 'origin', 'direction') if not np.allclose(getattr(a, k), getattr(b, k), atol=1e-3)]
     raise CovsegInputError(mask.path, f"mask does not lie on the grid of its image {image.path} (differs in {', '.join(diffs)}: "
                            + '; '.join(f"{k} {getattr(a, k)} vs {getattr(b, k)}" for k in diffs) + ")")
+
+# %% ../nbs/00_io.ipynb #c052b
+AIR_MAX_HU = -500.   # a CT in HU always has some voxel below this (air is about -1000 HU)
+
+def check_ct(vol:Volume, # the study
+            )->Volume: # `vol`, if it passes
+    "Return `vol` if it is a 3D CT volume in Hounsfield units (air in it), else raise a `CovsegInputError` naming it."
+    where, a = vol.path or 'volume', vol.array
+    if a.ndim != 3 or min(a.shape) < 2:
+        raise CovsegInputError(where, f"is not a 3D grey volume (array shape {a.shape}): a CT volume (z, y, x) of several "
+                                      "slices is needed, not a 2D or colour image")
+    if a.dtype == bool or not (np.issubdtype(a.dtype, np.integer) or np.issubdtype(a.dtype, np.floating)):
+        raise CovsegInputError(where, f"holds {a.dtype} voxels; a CT in Hounsfield units (integers or floats) is needed")
+    lo, hi = float(a.min()), float(a.max())
+    if not (np.isfinite(lo) and np.isfinite(hi)): raise CovsegInputError(where, "contains NaN or infinite voxels")
+    if lo > AIR_MAX_HU:
+        raise CovsegInputError(where, f"holds no air: no voxel below {AIR_MAX_HU:.0f} HU (its minimum is {lo:.0f}), so it is "
+                                      "not a CT in Hounsfield units (a chest CT always holds air, about -1000 HU). Windowed "
+                                      "to 0..255, DICOM values without RescaleSlope/RescaleIntercept, another modality or a mask?")
+    return vol

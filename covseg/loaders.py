@@ -13,8 +13,10 @@ import numpy as np
 import pandas as pd
 import torch
 import torch.nn.functional as F
-from fastai.torch_core import TensorImage, TensorMask, default_device
-from fastai.data.core import TfmdDL, DataLoaders, ItemTransform, Transform
+from .io import quiet_fastai
+with quiet_fastai():                     # fastai under torch 2.14: one known FutureWarning, nothing else
+    from fastai.torch_core import TensorImage, TensorMask, default_device
+    from fastai.data.core import TfmdDL, DataLoaders, ItemTransform, Transform
 from .io import CovsegInputError
 from .preprocess import load_case, grid_name
 from .transforms import normalise_hu, HU_WINDOW, AIR_HU, AIR_LEVEL

@@ -10,35 +10,16 @@ import math
 from types import SimpleNamespace
 import numpy as np
 from scipy import ndimage as ndi
-from .io import CovsegInputError, Volume
+from .io import CovsegInputError, Volume, check_ct
 from .transforms import (canonical_axes, to_canonical, from_canonical, obliquity, axis_aligned_geometry, resample_to,
                                MAX_OBLIQUE_DEG, AIR_HU)
 
 # %% auto #0
-__all__ = ['NO_AIR_HU', 'WORK_MM', 'LUNG_HU', 'MIN_LUNG_ML', 'MIN_FRAC', 'MIN_RADIUS_MM', 'COARSE_MM', 'AIRWAY_MAX_MM2',
-           'AIRWAY_MEDIAL_MM', 'AIRWAY_TOP_MM', 'SPLIT_MM', 'STRADDLE', 'CLOSING_MM', 'CUBE', 'LUNG_COLOURS',
-           'check_chest_ct', 'block_factors', 'block_mean', 'upsample', 'plane_structure', 'reaches_edge', 'components',
-           'dist_mm', 'largest_air', 'find_airways', 'midline', 'pull_apart', 'split_lungs', 'slice_holes',
-           'fill_holes', 'closing_ball', 'attach_infiltrate', 'refine_border', 'lung_steps', 'lung_mask', 'show_lungs']
-
-# %% ../nbs/40_lungmask.ipynb #c007
-NO_AIR_HU = -500.   # a CT in HU has voxels below this (air is about -1000 HU)
-
-def check_chest_ct(vol:Volume, # the study
-                  )->Volume: # `vol`, if it passes
-    "Return `vol` if it can hold lungs — a 3D CT volume in HU with air — else raise a `CovsegInputError` naming it."
-    where, a = vol.path or 'volume', vol.array
-    if a.ndim != 3 or min(a.shape) < 2:
-        raise CovsegInputError(where, f"is not a 3D volume (array shape {a.shape}): a lung mask needs a CT volume (z, y, x) "
-                                      "of several slices, not a 2D image")
-    if a.dtype == bool or not (np.issubdtype(a.dtype, np.integer) or np.issubdtype(a.dtype, np.floating)):
-        raise CovsegInputError(where, f"holds {a.dtype} voxels; a CT in Hounsfield units (integers or floats) is needed")
-    lo, hi = float(a.min()), float(a.max())
-    if not (math.isfinite(lo) and math.isfinite(hi)): raise CovsegInputError(where, "contains NaN or infinite voxels")
-    if lo > NO_AIR_HU:
-        raise CovsegInputError(where, f"holds no air (no voxel below {NO_AIR_HU:.0f} HU; its minimum is {lo:.0f}): not a CT in "
-                                      "Hounsfield units, so it has no lungs to find (windowed to 0..255, another modality, a mask?)")
-    return vol
+__all__ = ['WORK_MM', 'LUNG_HU', 'MIN_LUNG_ML', 'MIN_FRAC', 'MIN_RADIUS_MM', 'COARSE_MM', 'AIRWAY_MAX_MM2', 'AIRWAY_MEDIAL_MM',
+           'AIRWAY_TOP_MM', 'SPLIT_MM', 'STRADDLE', 'CLOSING_MM', 'CUBE', 'LUNG_COLOURS', 'block_factors', 'block_mean',
+           'upsample', 'plane_structure', 'reaches_edge', 'components', 'dist_mm', 'largest_air', 'find_airways',
+           'midline', 'pull_apart', 'split_lungs', 'slice_holes', 'fill_holes', 'closing_ball', 'attach_infiltrate',
+           'refine_border', 'lung_steps', 'lung_mask', 'show_lungs']
 
 # %% ../nbs/40_lungmask.ipynb #c014
 WORK_MM = (2.5, 1.5, 1.5)   # target spacing (z, y, x) of the working grid, mm
@@ -312,7 +293,7 @@ def lung_steps(vol:Volume, # a chest CT in HU
                work_mm:tuple=WORK_MM, # target spacing (z, y, x) of the working grid, mm
               )->SimpleNamespace: # every step on the canonical working grid
     "Run the lung-mask steps on the canonical working grid and return every intermediate."
-    check_chest_ct(vol)
+    check_ct(vol)
     g, where = vol.geometry, vol.path or 'volume'
     perm, _ = canonical_axes(g.direction)
     sp = tuple(float(g.spacing[p]) for p in perm)

@@ -6,15 +6,16 @@ Docs: https://covseg.github.io/covseg/metrics.html.md"""
 
 # %% ../nbs/30_metrics.ipynb #c002
 from __future__ import annotations
-import math, types
+import importlib.util, math, types
 import numpy as np
 import pandas as pd
 from scipy import ndimage
-from surface_distance import metrics as sdm
+import surface_distance.metrics
 from .io import CovsegInputError
+from .datasets import DATASETS
 
 # %% auto #0
-__all__ = ['DATASETS', 'DATASET_NAMES', 'PAPER_TABLE1', 'PAPER_TABLE2', 'PAPER_TABLE3', 'SYNTHETIC_LABEL', 'dice',
+__all__ = ['sdm', 'DATASET_NAMES', 'PAPER_TABLE1', 'PAPER_TABLE2', 'PAPER_TABLE3', 'SYNTHETIC_LABEL', 'dice',
            'normalized_surface_dice', 'case_metrics', 'dataset_order', 'summarise', 'micro_dice', 'paper_table',
            'markdown_table']
 
@@ -29,6 +30,14 @@ class _NdimageCompat(types.ModuleType):
     filters = morphology = ndimage
     def __getattr__(self, name): return getattr(ndimage, name)
 
+def _reference_copy():
+    "A private copy of DeepMind's `surface_distance.metrics` (the installed file, loaded again), to shim without touching the original."
+    spec = importlib.util.spec_from_file_location('surface_distance._covseg_copy', surface_distance.metrics.__file__)
+    m = importlib.util.module_from_spec(spec)   # its package is surface_distance, so `from . import lookup_tables` works
+    spec.loader.exec_module(m)
+    return m
+
+sdm = _reference_copy()
 _reference_sort = sdm._sort_distances_surfels
 
 def _sort_surfels(distances, surfel_areas)->tuple:
@@ -37,13 +46,13 @@ def _sort_surfels(distances, surfel_areas)->tuple:
     o = np.lexsort((a, d))
     return d[o], a[o]
 
-def _shim_reference(m=sdm):
-    "Let DeepMind's `surface_distance.metrics` run on numpy 2 and scipy >= 1.8 without changing numpy or scipy."
+def _shim_reference(m):
+    "Let (covseg's copy of) DeepMind's `surface_distance.metrics` run on numpy 2 and scipy >= 1.8."
     if not isinstance(m.np, _NumpyCompat): m.np = _NumpyCompat('numpy')
     if not isinstance(m.ndimage, _NdimageCompat): m.ndimage = _NdimageCompat('scipy.ndimage')
     m._sort_distances_surfels = _sort_surfels
 
-_shim_reference()
+_shim_reference(sdm)
 
 # %% ../nbs/30_metrics.ipynb #c013
 def _spacing(spacing, name='masks')->tuple:
@@ -128,7 +137,6 @@ def case_metrics(pred, # predicted mask, (z, y, x), bool or 0/1 integers
                 pred_ml=npred * ml, gt_ml=ngt * ml)
 
 # %% ../nbs/30_metrics.ipynb #c033
-DATASETS = ('ricord', 'coronacases', 'mosmed')   # the paper's order: tuning split, then the two hold-out sets
 DATASET_NAMES = {'ricord': 'RICORD', 'coronacases': 'Coronacases', 'mosmed': 'MosMedData'}
 
 def dataset_order(datasets)->list:

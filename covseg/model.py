@@ -16,9 +16,9 @@ from torch import nn
 from torchvision.models.video import r3d_18, R3D_18_Weights
 
 # %% auto #0
-__all__ = ['MIN_SIZE', 'STAGES', 'DECODER_WIDTHS', 'grey_stem', 'kinetics_weights_path', 'read_state_dict', 'load_r3d18_state',
-           'r3d18_encoder', 'feature_sizes', 'UpBlock3d', 'ResBlock3d', 'R3DDecoder', 'R3DUNet', 'count_parameters',
-           'unet_splitter']
+__all__ = ['MIN_SIZE', 'STAGES', 'DECODER_WIDTHS', 'grey_stem', 'kinetics_weights_path', 'state_mismatch', 'read_state_dict',
+           'load_r3d18_state', 'r3d18_encoder', 'feature_sizes', 'UpBlock3d', 'ResBlock3d', 'R3DDecoder', 'R3DUNet',
+           'count_parameters', 'unet_splitter']
 
 # %% ../nbs/10_model.ipynb #c007
 def grey_stem(conv3d_rgb:nn.Conv3d, # a 3D convolution over colour input, e.g. `r3d_18().stem[0]`
@@ -44,6 +44,18 @@ def _few(keys, n:int=3)->str:
     keys = list(keys)
     return f"{len(keys)} (e.g. {', '.join(keys[:n])})"
 
+def state_mismatch(sd:dict, # a state dict read from a file
+                   ref:dict, # the state dict of the network it should fill
+                   against:str='model', # what the file is compared with, for the message
+                   optional=lambda k: False, # keys the file may lack
+                  )->list: # what does not fit, as short phrases; empty when it fits
+    "How `sd` fails to fit `ref` key for key and shape for shape: missing, unexpected and mis-shaped keys, a few named."
+    missing = [k for k in ref if k not in sd and not optional(k)]
+    unexpected = [k for k in sd if k not in ref]
+    shaped = [f"{k} {tuple(sd[k].shape)} vs {tuple(ref[k].shape)}" for k in sd if k in ref and sd[k].shape != ref[k].shape]
+    return [f"{what}: {_few(ks)}" for what, ks in (('missing keys', missing), ('unexpected keys', unexpected),
+                                                    (f'mis-shaped keys (file vs {against})', shaped)) if ks]
+
 def read_state_dict(path, # a file written by `torch.save(model.state_dict(), path)`
                    )->dict:
     "The state dict (name -> tensor) saved at `path`, read on the CPU without unpickling code."
@@ -64,11 +76,7 @@ def load_r3d18_state(m:nn.Module, # a torchvision r3d_18 (colour stem)
     "Load the r3d_18 state dict at `path` into `m`, refusing one that does not fit key for key and shape for shape."
     sd = {k: v for k, v in read_state_dict(path).items() if not k.startswith('fc.')}
     ref = {k: v for k, v in m.state_dict().items() if not k.startswith('fc.')}
-    missing = [k for k in ref if k not in sd and not k.endswith('num_batches_tracked')]
-    unexpected = [k for k in sd if k not in ref]
-    shaped = [f"{k} {tuple(sd[k].shape)} vs {tuple(ref[k].shape)}" for k in sd if k in ref and sd[k].shape != ref[k].shape]
-    probs = [f"{what}: {_few(ks)}" for what, ks in (('missing keys', missing), ('unexpected keys', unexpected),
-                                                     ('mis-shaped keys (file vs r3d_18)', shaped)) if ks]
+    probs = state_mismatch(sd, ref, 'r3d_18', optional=lambda k: k.endswith('num_batches_tracked'))
     if probs: raise ValueError(f"{path}: is not a torchvision r3d_18 state dict; " + '; '.join(probs))
     m.load_state_dict(sd, strict=False)
     return m

@@ -16,12 +16,11 @@ import covseg
 from .io import CovsegInputError, Geometry, Volume, progress, to_sitk, read_nifti, check_same_grid, atomic_path, replace_dir
 from .transforms import resize_geometry, _resize_sitk, _mask255, canonical, obliquity, MAX_OBLIQUE_DEG
 from .synth import is_synthetic
-from .datasets import (Case, Failure, _failure, read_coronacases, read_mosmed, read_ricord, convert_ricord, INFECTIOUS, split_by_patient)
+from .datasets import (Case, Failure, _failure, read_coronacases, read_mosmed, read_ricord, convert_ricord, INFECTIOUS, split_by_patient, DATASETS)
 
 # %% auto #0
-__all__ = ['CACHE_VERSION', 'PAPER_GRIDS', 'DATASETS', 'grid_name', 'parse_grid', 'fingerprint', 'cache_key', 'entry_dir',
-           'read_meta', 'is_valid', 'load_case', 'load_sample', 'read_case', 'cache_case', 'load_split', 'prepare',
-           'summary']
+__all__ = ['CACHE_VERSION', 'PAPER_GRIDS', 'grid_name', 'parse_grid', 'fingerprint', 'cache_key', 'entry_dir', 'read_meta',
+           'is_valid', 'load_case', 'load_sample', 'read_case', 'cache_case', 'load_split', 'prepare', 'summary']
 
 # %% ../nbs/04_preprocess.ipynb #c014
 CACHE_VERSION = 3            # 2: grids flipped to LPS; 3: axes also permuted to LPS (coronal, sagittal studies), oblique ones resampled
@@ -125,8 +124,6 @@ def cache_case(case:Case, cache, grids=PAPER_GRIDS, force:bool=False)->dict:
     return out
 
 # %% ../nbs/04_preprocess.ipynb #c022
-DATASETS = ('ricord', 'coronacases', 'mosmed')
-
 def _roots(data_root, coronacases=None, mosmed=None, ricord=None)->dict:
     "The dataset folders to use: explicit ones, else those present under `data_root`."
     given = dict(ricord=ricord, coronacases=coronacases, mosmed=mosmed)

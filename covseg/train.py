@@ -15,11 +15,13 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from fastcore.foundation import L
-from fastai.learner import Learner, Metric
-from fastai.callback.core import Callback
-from fastai.callback.schedule import ParamScheduler, combined_cos
-from fastai.callback.progress import ProgressCallback
-from .io import CovsegInputError, atomic_path
+from .io import quiet_fastai
+with quiet_fastai():                     # fastai under torch 2.14: one known FutureWarning, nothing else
+    from fastai.learner import Learner, Metric
+    from fastai.callback.core import Callback
+    from fastai.callback.schedule import ParamScheduler, combined_cos
+    from fastai.callback.progress import ProgressCallback
+from .io import CovsegInputError, atomic_path, interactive
 from .model import R3DUNet, unet_splitter, _kinetics_file, kinetics_weights_path
 from .loaders import make_dls, AugConfig, entries
 from .distributed import (launched, setup, is_main, barrier, main_first, rank, world_size, rank_seed, ddp,
@@ -30,8 +32,8 @@ __all__ = ['PROFILES', 'CKPT_FORMAT', 'DiceCELoss', 'dice_counts', 'dice_from_co
            'soft_dice_per_item', 'SoftDice', 'StageConfig', 'TrainConfig', 'get_config', 'one_cycle_scheds',
            'FrozenEncoderEval', 'NonFiniteLossError', 'StopOnNonFinite', 'rng_state', 'set_rng_state', 'loader_state',
            'set_loader_state', 'save_checkpoint', 'load_checkpoint', 'EpochCheckpoint', 'build_model',
-           'resolve_encoder', 'check_cache', 'is_synthetic_cache', 'grid_spacing', 'write_data_info', 'train_stage',
-           'plot_log', 'train']
+           'resolve_encoder', 'check_cache', 'is_synthetic_cache', 'grid_spacing', 'write_data_info', 'epoch_lines',
+           'train_stage', 'plot_log', 'train']
 
 # %% ../nbs/20_train.ipynb #c007
 class DiceCELoss(nn.Module):
@@ -330,6 +332,15 @@ def write_data_info(cfg:TrainConfig, cache, run_dir)->dict:
     with atomic_path(Path(run_dir)/'data.json') as t: t.write_text(json.dumps(info, indent=1))
     return info
 
+# %% ../nbs/20_train.ipynb #c027y
+def epoch_lines(names:callable)->callable:
+    "A fastai logger that prints each epoch's row as one plain line, with a header of `names()` before the first."
+    said = []
+    def log(row):
+        if not said: print('  '.join(f"{n:>10}" for n in names()), flush=True); said.append(True)
+        print('  '.join(f"{v:>10.6f}" if isinstance(v, float) else f"{v!s:>10}" for v in row), flush=True)
+    return log
+
 # %% ../nbs/20_train.ipynb #c028
 def train_stage(cfg:TrainConfig, k:int, cache, run_dir, resume:bool=False, dls=None, device=None, init:dict|None=None, quiet:bool=False, cbs=())->dict:
     "Train stage `k` (1 or 2) of `cfg` on `cache` into `run_dir/stage<k>`; resume a killed run if asked; return its summary."
@@ -358,6 +369,8 @@ def train_stage(cfg:TrainConfig, k:int, cache, run_dir, resume:bool=False, dls=N
     if init is not None: model.load_state_dict(init)
     learn = _learner(cfg, stage, dls, model)
     if quiet: learn.remove_cbs(ProgressCallback); learn.logger = lambda *a: None   # no bar and no printed epoch rows
+    elif not interactive():             # a log file: no bars, a line per epoch
+        learn.remove_cbs(ProgressCallback); learn.logger = epoch_lines(lambda: learn.recorder.metric_names)
     state = dict(log=[], best=-math.inf, best_epoch=0)
     first_phase, first_epoch = 0, 0
     if ck is not None:
