@@ -420,13 +420,18 @@ def read_image(path)->Volume:
     raise CovsegInputError(path, f"unknown format (expected a DICOM folder or one of {', '.join(NIFTI_SUFFIXES)})")
 
 # %% ../nbs/00_io.ipynb #c051
-def check_same_grid(image:Volume, mask:Volume):
-    "Raise a clear error when an image and its mask do not lie on the same voxel grid."
+def check_same_grid(image:Volume, # the reference: the image (or the labels) the other volume belongs to
+                    mask:Volume,  # the volume that must lie on `image`'s grid
+                    what:str='mask', ref_what:str='image', # what the two are, for the message
+                   ):
+    "Raise a `CovsegInputError` naming `mask` when it does not lie on `image`'s voxel grid, saying how they differ."
     a, b = image.geometry, mask.geometry
     if a.same_grid(b, tol=1e-3): return
-    diffs = [k for k in ('size', 'spacing', 'origin', 'direction') if not np.allclose(getattr(a, k), getattr(b, k), atol=1e-3)]
-    raise CovsegInputError(mask.path, f"mask does not lie on the grid of its image {image.path} (differs in {', '.join(diffs)}: "
-                           + '; '.join(f"{k} {getattr(a, k)} vs {getattr(b, k)}" for k in diffs) + ")")
+    diffs = [k for k in ('size', 'spacing', 'origin', 'direction') if np.shape(getattr(a, k)) != np.shape(getattr(b, k))
+             or not np.allclose(getattr(a, k), getattr(b, k), atol=1e-3)]
+    raise CovsegInputError(mask.path or what, f"{what} does not lie on the grid of the {ref_what} {image.path or ''} (differs in "
+                           f"{', '.join(diffs)}: " + '; '.join(f"{k} {getattr(b, k)} vs {getattr(a, k)}" for k in diffs)
+                           + "); resample it onto that grid first (covseg.transforms.resample_to, nearest for masks)")
 
 # %% ../nbs/00_io.ipynb #c052b
 AIR_MAX_HU = -500.   # a CT in HU always has some voxel below this (air is about -1000 HU)

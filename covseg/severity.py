@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 from scipy import ndimage as ndi
 from matplotlib.figure import Figure
-from .io import CovsegInputError, Volume, atomic_path
+from .io import CovsegInputError, Volume, atomic_path, check_same_grid
 from .viewer import WINDOWS, display_orientation, orient_slice
 
 # %% auto #0
@@ -47,16 +47,6 @@ def band_label(score:int|None, # 0-5, or None
 # %% ../nbs/41_severity.ipynb #c010
 def _name(vol:Volume, what:str)->str: return str(vol.path) if vol.path else what
 
-def _check_grid(ref:Volume, vol:Volume, what:str, ref_what:str):
-    "Raise `CovsegInputError` naming `vol` when it is not on `ref`'s grid."
-    a, b = ref.geometry, vol.geometry
-    if a.same_grid(b, tol=1e-3): return
-    diffs = [k for k in ('size', 'spacing', 'origin', 'direction') if np.shape(getattr(a, k)) != np.shape(getattr(b, k))
-             or not np.allclose(getattr(a, k), getattr(b, k), atol=1e-3)]
-    raise CovsegInputError(_name(vol, what), f"{what} does not lie on the grid of the {ref_what} {_name(ref, ref_what)} (differs in "
-                           + '; '.join(f"{k}: {getattr(b, k)} vs {getattr(a, k)}" for k in diffs)
-                           + "); resample it onto that grid first (covseg.transforms.resample_to, nearest for masks)")
-
 def _integral(a:np.ndarray)->bool:
     return a.dtype == bool or np.issubdtype(a.dtype, np.integer) or bool(np.all(a == np.round(a)))
 
@@ -65,10 +55,10 @@ def check_inputs(infiltrate:Volume, # 0/1 infiltrate mask
                  image:Volume|None=None, # the CT in HU, or None
                 )->tuple: # (infiltrate as bool, lungs as uint8)
     "Check grids, the 0/1 infiltrate and the 0/1/2 lung labels; return the masks as bool and uint8 arrays."
-    _check_grid(lungs, infiltrate, 'infiltrate mask', 'lung labels')
+    check_same_grid(lungs, infiltrate, 'infiltrate mask', 'lung labels')
     if image is not None:
-        _check_grid(image, lungs, 'lung labels', 'image')
-        _check_grid(image, infiltrate, 'infiltrate mask', 'image')
+        check_same_grid(image, lungs, 'lung labels', 'image')
+        check_same_grid(image, infiltrate, 'infiltrate mask', 'image')
     inf, lab = np.asarray(infiltrate.array), np.asarray(lungs.array)
     if inf.size and (inf.min() < 0 or inf.max() > 1 or not _integral(inf)):
         raise CovsegInputError(_name(infiltrate, 'infiltrate mask'), f"infiltrate mask must hold only 0 and 1, found values in "
