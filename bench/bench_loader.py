@@ -13,7 +13,7 @@ from bench_data import machine, replace_section
 from covseg.synth import write_ricord, mark_synthetic
 from covseg.preprocess import prepare
 from covseg.loaders import make_dls, entries, AugConfig
-from covseg.transforms import HU_WINDOW
+from covseg.io import HU_WINDOW
 
 GRID = (20, 256, 256)
 

@@ -16,7 +16,7 @@ import pydicom
 from fastprogress.fastprogress import progress_bar, IN_NOTEBOOK
 
 # %% auto #0
-__all__ = ['NIFTI_SUFFIXES', 'TILT_TOL', 'AIR_MAX_HU', 'CovsegInputError', 'interactive', 'LogProgress', 'progress',
+__all__ = ['NIFTI_SUFFIXES', 'TILT_TOL', 'AIR_MAX_HU', 'HU_WINDOW', 'CovsegInputError', 'interactive', 'LogProgress', 'progress',
            'quiet_fastai', 'Geometry', 'patient_axes', 'Volume', 'from_sitk', 'to_sitk', 'replace_dir', 'atomic_path',
            'is_image_file', 'read_nifti', 'write_image', 'dicom_header', 'slice_normal', 'is_axial', 'sort_series',
            'read_dicom_series', 'inplane_offsets', 'untilt', 'read_image', 'check_same_grid', 'check_ct']
@@ -452,3 +452,6 @@ def check_ct(vol:Volume, # the study
                                       "not a CT in Hounsfield units (a chest CT always holds air, about -1000 HU). Windowed "
                                       "to 0..255, DICOM values without RescaleSlope/RescaleIntercept, another modality or a mask?")
     return vol
+
+# %% ../nbs/00_io.ipynb #c052e
+HU_WINDOW = (-1350., 150.)   # the lung window W1500 L-600, in HU: black to white in pictures, [-1, 1] for the network

@@ -17,9 +17,9 @@ from .io import quiet_fastai
 with quiet_fastai():                     # fastai under torch 2.14: one known FutureWarning, nothing else
     from fastai.torch_core import TensorImage, TensorMask, default_device
     from fastai.data.core import TfmdDL, DataLoaders, ItemTransform, Transform
-from .io import CovsegInputError
+from .io import CovsegInputError, HU_WINDOW
 from .preprocess import load_case, grid_name
-from .transforms import normalise_hu, HU_WINDOW, AIR_HU, AIR_LEVEL
+from .transforms import normalise_hu, AIR_HU, AIR_LEVEL
 
 # %% auto #0
 __all__ = ['NOISE_BANK_SEED', 'entries', 'CachedVolumes', 'LungWindow', 'AugConfig', 'corner_points', 'rotation', 'dense',

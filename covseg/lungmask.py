@@ -10,7 +10,7 @@ import math
 from types import SimpleNamespace
 import numpy as np
 from scipy import ndimage as ndi
-from .io import CovsegInputError, Volume, check_ct
+from .io import CovsegInputError, Volume, check_ct, HU_WINDOW
 from .transforms import (canonical_axes, to_canonical, from_canonical, obliquity, axis_aligned_geometry, resample_to,
                                MAX_OBLIQUE_DEG, AIR_HU)
 
@@ -351,7 +351,7 @@ def show_lungs(vol:Volume, # the CT
                ax=None, # a matplotlib axis, or None for a new small figure
                infiltrate=None, # optional mask (`Volume` or array) outlined in red
                title:str='', # axis title
-               window:tuple=(-1350, 150), # HU from black to white (lung window)
+               window:tuple=HU_WINDOW, # HU from black to white (the lung window)
               ):
     "An axial slice of `vol` in radiological view with the left (blue) and right (orange) lung outlined."
     import matplotlib.pyplot as plt

@@ -12,6 +12,7 @@ from types import SimpleNamespace
 from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 from scipy import ndimage as ndi
+from .io import HU_WINDOW
 
 # %% auto #0
 __all__ = ['FOV_MM', 'grid_mm', 'SmoothField', 'draw_anatomy', 'body_axes', 'cavity_axes', 'diaphragm', 'lung_labels',
@@ -596,7 +597,7 @@ def make_phantom(shape:tuple=(48, 128, 128), # voxels (z, y, x)
 def show_phantom(p:Phantom, # the phantom to show
                  z:int|None=None, # axial slice index; None: through the largest lesion
                  y:int|None=None, # coronal slice index; None: through the largest lesion
-                 window:tuple=(-1350, 150), # HU shown from black to white (a lung window)
+                 window:tuple=HU_WINDOW, # HU shown from black to white (the lung window)
                  axs=None, # two matplotlib axes, or None for a new figure
                 ):
     "Axial and coronal slices of `p` with lung, infection and nodule outlines."

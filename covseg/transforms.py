@@ -10,16 +10,15 @@ import itertools
 import numpy as np
 import torch
 import SimpleITK as sitk
-from .io import Geometry, Volume, patient_axes, to_sitk
+from .io import Geometry, Volume, patient_axes, to_sitk, HU_WINDOW
 
 # %% auto #0
-__all__ = ['HU_WINDOW', 'AIR_HU', 'AIR_LEVEL', 'MAX_OBLIQUE_DEG', 'normalise_hu', 'canonical_axes', 'to_canonical',
-           'from_canonical', 'canonical_geometry', 'canonical', 'obliquity', 'axis_aligned_geometry', 'network_frame',
-           'resize_geometry', 'resample_to', 'shrink_factors', 'resize', 'is_canonical_grid', 'model_input',
-           'grid_at_spacing', 'to_study_grid', 'orientation_note']
+__all__ = ['AIR_HU', 'AIR_LEVEL', 'MAX_OBLIQUE_DEG', 'normalise_hu', 'canonical_axes', 'to_canonical', 'from_canonical',
+           'canonical_geometry', 'canonical', 'obliquity', 'axis_aligned_geometry', 'network_frame', 'resize_geometry',
+           'resample_to', 'shrink_factors', 'resize', 'is_canonical_grid', 'model_input', 'grid_at_spacing',
+           'to_study_grid', 'orientation_note']
 
 # %% ../nbs/03a_transforms.ipynb #26b2c614
-HU_WINDOW = (-1350., 150.)   # lung window W1500 L-600: scaled to [-1, 1] (clipped above at 150 HU)
 AIR_HU = -1024.              # the floor: lower values are padding outside the field of view, not tissue
 AIR_LEVEL = 2 * (AIR_HU - HU_WINDOW[0]) / (HU_WINDOW[1] - HU_WINDOW[0]) - 1   # air after scaling (-0.565)
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 from fastcore.basics import patch
-from .io import CovsegInputError, Volume, atomic_path, patient_axes
+from .io import CovsegInputError, Volume, atomic_path, patient_axes, HU_WINDOW
 
 # %% auto #0
 __all__ = ['WINDOWS', 'TRUTH_RGB', 'PRED_RGB', 'GAP', 'CODE_SPLIT', 'window_grey', 'display_orientation', 'orient_slice',
@@ -451,7 +451,6 @@ class ViewerGrid:
         for what, b in (('truths', ts), ('preds', ps)):
             if b is not None and len(b) != n: raise ValueError(f"{what}: {len(b)} items for {n} images")
         if normalised:
-            from covseg.transforms import HU_WINDOW
             lo, hi = HU_WINDOW
             ims = [(np.asarray(i, np.float32) + 1) / 2 * (hi - lo) + lo for i in ims]
         titles = titles or [f'item {i}' for i in range(n)]
