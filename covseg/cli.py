@@ -16,7 +16,7 @@ from .io import CovsegInputError
 from .synth import synthesize, SIZES
 from .preprocess import prepare, summary, parse_grid, grid_name, PAPER_GRIDS
 from .datasets import INFECTIOUS
-from .download import SOURCES, ZENODO, RICORD_ANNOTATIONS, DownloadError
+from .download import SOURCES, ZENODO, RICORD_ANNOTATIONS, DownloadError, download
 
 # %% auto #0
 __all__ = ['build_parser', 'main', 'ConfigOverrideError', 'apply_overrides']
@@ -118,7 +118,6 @@ def main(argv=None)->int:
             print(f"wrote synthetic data to {a.out}: " + ', '.join(f"{k} {len(v)}" for k, v in ids.items()))
             return 0
         if a.command == 'download':
-            from covseg.download import download
             try: res = download(a.data_root, a.only, a.yes, a.all_series, a.ricord_annotations or RICORD_ANNOTATIONS,
                                 a.zenodo, a.mosmed_archive, a.mosmed_sha256, ask=input if sys.stdin.isatty() else None)
             except DownloadError as e:
@@ -126,8 +125,9 @@ def main(argv=None)->int:
             for r in res.itertuples():
                 print(f"{r.dataset:12s} {r.status:7s} {r.detail if r.status == 'ready' else 'see below'}")
             for r in res[res.status != 'ready'].itertuples(): print(f"\n{r.dataset}: {r.detail}", file=sys.stderr)
-            if (res.status == 'ready').all(): print(f"next: covseg prepare {a.data_root} CACHE")
-            return 0 if (res.status == 'ready').all() else 1
+            ready = (res.status == 'ready').all()
+            if ready: print(f"next: covseg prepare {a.data_root} CACHE")
+            return 0 if ready else 1
         if a.command == 'prepare':
             man, fails = prepare(a.data_root, a.cache, a.coronacases, a.mosmed, a.ricord, a.ricord_annotations,
                                  [parse_grid(g) for g in a.grids.split(',')], tuple(a.labels), a.tune_frac, a.seed,

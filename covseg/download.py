@@ -7,7 +7,7 @@ Docs: https://covseg.github.io/covseg/download.html.md"""
 # %% ../nbs/03c_download.ipynb #d03
 from __future__ import annotations
 import errno, os, re, shutil, sys, zipfile
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 import pandas as pd
 import pooch
@@ -142,8 +142,6 @@ def fetch(url:str, dest, known_hash:str|None=None, progress:bool=True, timeout:f
     try: return Path(pooch.retrieve(url, known_hash, fname=dest.name, path=dest.parent,
                                     downloader=ResumingDownloader(part, progress, timeout)))
     except DownloadError: raise
-    except ValueError as e:                                  # pooch: the checksum did not match; it deleted the file
-        raise DownloadError(dest, f"checksum mismatch, the downloaded file was deleted ({e})") from None
     except (requests.exceptions.ChunkedEncodingError, requests.exceptions.ReadTimeout) as e:
         kept = part.stat().st_size if part.exists() else 0
         raise DownloadError(url, f"the transfer was cut after {kept} bytes ({type(e).__name__}); "
@@ -152,6 +150,10 @@ def fetch(url:str, dest, known_hash:str|None=None, progress:bool=True, timeout:f
         raise DownloadError(url, f"cannot connect (no network, or the host is down): {e.__class__.__name__}") from None
     except requests.exceptions.HTTPError as e:
         raise DownloadError(url, f"HTTP {e.response.status_code} {e.response.reason}") from None
+    except requests.exceptions.RequestException as e:     # a bad address (some of these are ValueErrors too)
+        raise DownloadError(url, f"cannot be fetched: {e}") from None
+    except ValueError as e:                                  # pooch: the checksum did not match; it deleted the file
+        raise DownloadError(dest, f"checksum mismatch, the downloaded file was deleted ({e})") from None
     except OSError as e:
         if e.errno == errno.ENOSPC:
             raise DownloadError(part, "disk full; free some space and run the same command again to resume") from None
@@ -289,9 +291,10 @@ def ricord_annotations(root, urls=RICORD_ANNOTATIONS, progress:bool=True):
                 got.unlink(missing_ok=True); e = f"{e} (deleted)"
             why.append(str(e)); continue
         out.mkdir(parents=True, exist_ok=True)
-        os.replace(m.path, out/Path(m.path).name)
+        dest = out/Path(m.path).name
+        os.replace(m.path, dest)
         shutil.rmtree(tmp, ignore_errors=True)
-        return read_mdai(out/Path(m.path).name)
+        return replace(m, path=str(dest))
     raise DownloadError(out, "could not fetch the MD.ai annotation export:\n  " + '\n  '.join(why) +
                         f"\nGet it by hand: open {SOURCES['ricord'].page}, download the annotations (MD.ai JSON, "
                         "MIDRC-RICORD-1a_annotations_labelgroup_all_2020-Dec-8.json), put it into this folder and run "
