@@ -38,7 +38,7 @@ demo: $(STAMP)
 # 70 M-parameter model (3-10 GB of RAM each, the distributed one with two processes) run one at a
 # time after the others, each in a fresh process, so that two of them never meet in memory: side by
 # side in nbdev-test's two workers they once took a 24 GB machine out of memory.
-TRAIN_NBS := 20_train 21_train_stages 22_distributed 90_cli 92_gpu_check
+TRAIN_NBS := 20_train 21_train_stages 91_ddp 90_cli 92_gpu_check
 empty :=
 bar := |
 test: $(STAMP) browser

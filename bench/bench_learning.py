@@ -169,7 +169,7 @@ def main(argv=None):
         lines += ['', f"**Ablations of stage 1** (`covseg train {a.cache.name} RUN --profile demo --stage 1 --set ...`; the demo profile: "
                   f"{grid_name(s1.grid)}, batch {s1.bs}, {s1.epochs} epochs of {s1.repeats} passes, one-cycle lr {s1.lr:g}). "
                   "Training Dice is on the training batches as the network saw them (augmented where augmentation is on), soft Dice on the tuning cases, both at the last epoch. "
-                  f"Runs trained before {AIR_FLOOR_SINCE} saw the padding outside the scan circle (no floor at air, see `11_loaders`):", '',
+                  f"Runs trained before {AIR_FLOOR_SINCE} saw the padding outside the scan circle (no floor at air, see `12_loaders`):", '',
                   '| run | trained | cache (median infiltrate per training study) | overrides of the demo profile | seed | optimiser steps | best tuning Dice (epoch) | first epoch with tuning Dice > 0 | training Dice, last epoch | soft tuning Dice, last epoch |',
                   '|---|---|---|---|---|---|---|---|---|---|']
         for n, r in rows.items():

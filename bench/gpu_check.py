@@ -2,7 +2,7 @@
 
 On a CUDA machine (the default budget, 480 s, fits one H200 with 16 cores), in this order:
 
-1. the `cuda`-flagged notebook cells: `nbdev-test --flags cuda` on nbs/11_loaders, 22_distributed and 31_infer (in the
+1. the `cuda`-flagged notebook cells: `nbdev-test --flags cuda` on nbs/12_loaders, 91_ddp and 30_infer (in the
    background, while the data for part 3 is made on the CPU); the check fails if they fail;
 2. the paper-size training step per stage with mixed precision (`bench_train.stage_step`): step time, samples/s,
    achieved TFLOP/s, the epoch of 100 volumes, peak `torch.cuda.max_memory_allocated`, the loader's share of the step;
@@ -35,7 +35,7 @@ if str(HERE) not in sys.path: sys.path.insert(0, str(HERE))
 # Only the standard library at import time: the worker processes that draw phantoms (spawned) import this file again.
 
 HEAD = '## GPU'
-CUDA_NBS = ('11_loaders', '22_distributed', '31_infer')
+CUDA_NBS = ('12_loaders', '91_ddp', '30_infer')
 PARTS = ('notebooks', 'data', 'step', 'train', 'infer')
 TITLES = dict(notebooks='1. `cuda` notebook cells', data='data for part 3', step='2. training step per paper stage',
               train='3. paper profile, shortened', infer='4. whole-study inference')
@@ -181,7 +181,7 @@ def finish_notebooks(p, timeout:float)->Part:
     if rc: return Part('notebooks', 'failed', secs, f"`nbdev-test --flags cuda` exited {rc}: {tail}")
     import torch
     note = f"{len(CUDA_NBS)} notebooks passed with `--flags cuda` ({', '.join(CUDA_NBS)})"
-    if torch.cuda.device_count() < 2: note += "; 22_distributed's two-GPU cell needs two GPUs and only says so on one"
+    if torch.cuda.device_count() < 2: note += "; 91_ddp's two-GPU cell needs two GPUs and only says so on one"
     return Part('notebooks', 'ok', secs, note)
 
 def _tail(path, n=600)->str:

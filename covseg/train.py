@@ -23,12 +23,13 @@ with quiet_fastai():                     # fastai under torch 2.14: one known Fu
     from fastai.callback.progress import ProgressCallback
 from .io import CovsegInputError, atomic_path, interactive
 from .model import R3DUNet, unet_splitter, _kinetics_file, kinetics_weights_path
+from .metrics import dice_from_counts
 from .loaders import make_dls, AugConfig, entries
 from .distributed import (launched, setup, is_main, barrier, main_first, rank, world_size, rank_seed, ddp,
                                 broadcast_object, all_gather_object, all_ranks, unwrap_model, unwrap_dl)
 
 # %% auto #0
-__all__ = ['PROFILES', 'CKPT_FORMAT', 'DiceCELoss', 'dice_counts', 'dice_from_counts', 'dice_per_item', 'MacroDice',
+__all__ = ['PROFILES', 'CKPT_FORMAT', 'DiceCELoss', 'dice_counts', 'item_dice', 'dice_per_item', 'MacroDice',
            'soft_dice_per_item', 'SoftDice', 'StageConfig', 'TrainConfig', 'get_config', 'one_cycle_scheds',
            'FrozenEncoderEval', 'NonFiniteLossError', 'StopOnNonFinite', 'rng_state', 'set_rng_state', 'loader_state',
            'set_loader_state', 'save_checkpoint', 'load_checkpoint', 'EpochCheckpoint', 'build_model',
@@ -57,19 +58,18 @@ def dice_counts(pred, target)->torch.Tensor:
     p, g = (pred.as_subclass(torch.Tensor) == 1).flatten(1), (target.as_subclass(torch.Tensor) == 1).flatten(1)
     return torch.stack([(p & g).sum(1), p.sum(1) + g.sum(1)], 1)
 
-def dice_from_counts(c)->list:
-    "Dice per item from `dice_counts`; NaN when both are empty (0/0, as the reference metric)."
-    inter, tot = c[:, 0].float(), c[:, 1].float()
-    return [float('nan') if s == 0 else float(2 * i / s) for i, s in zip(inter, tot)]
+def item_dice(c)->list:
+    "Dice per item from `dice_counts`, by `metrics.dice_from_counts` (NaN when both are empty)."
+    return dice_from_counts(*torch.as_tensor(c).detach().cpu().double().reshape(-1, 2).numpy().T).tolist()
 
 def dice_per_item(pred, target)->list:
     "Dice of the foreground per item of a batch of label maps; NaN when both are empty (0/0, as the reference metric)."
-    return dice_from_counts(dice_counts(pred, target))
+    return item_dice(dice_counts(pred, target))
 
 class MacroDice(Metric):
     "Mean over tuning cases of each case's Dice (macro average, as the paper reports); cases empty on both sides are left out."
     def reset(self): self.scores = []
-    def accumulate(self, learn): self.scores += dice_from_counts(learn.to_detach(dice_counts(learn.pred.argmax(1), learn.y)))   # gathered over processes under DDP
+    def accumulate(self, learn): self.scores += item_dice(learn.to_detach(dice_counts(learn.pred.argmax(1), learn.y)))   # gathered over processes under DDP
     @property
     def value(self):
         s = np.array(self.scores, float)

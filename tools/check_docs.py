@@ -3,7 +3,7 @@
 1. `nbdev-proc-nbs` (run in-process, exactly as the command does, except that nbdev's Quarto auto-install
    -- curl + sudo dpkg -- is switched off): every notebook must process. Processing executes the cells
    marked `#| exec_doc` (and exports and imports), so the processed notebooks in `_proc/` hold the outputs
-   Quarto would publish, the HTML viewers of `nbs/32_viewer.ipynb` among them.
+   Quarto would publish, the HTML viewers of `nbs/31_viewer.ipynb` among them.
 2. The Quarto configuration must not drop cell outputs (`output: false` / `include: false` at site level).
 3. Every processed notebook is rendered to HTML with nbconvert (no execution).
 4. Every rendered page that holds covseg viewers is loaded in headless Chromium and every viewer is worked
@@ -16,7 +16,7 @@ import argparse, re, shutil, sys, tempfile, time, traceback
 from pathlib import Path
 
 root = Path(__file__).resolve().parent.parent
-VIEWER_NB = '32_viewer.ipynb'
+VIEWER_NB = '31_viewer.ipynb'
 GENERATED = ('sidebar.yml', 'nbdev.yml', '_quarto.yml')   # files in nbs/ that nbdev-proc-nbs may rewrite
 
 
