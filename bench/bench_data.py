@@ -9,7 +9,8 @@ from covseg.io import Volume, Geometry, write_image, read_dicom_series
 from covseg.phantom import make_phantom
 from covseg.synth import write_ricord, _geometry
 from covseg.datasets import Case, read_ricord, convert_ricord
-from covseg.preprocess import cache_case, load_sample, PAPER_GRIDS, entry_dir
+from covseg.preprocess import cache_case
+from covseg.cache import load_sample, PAPER_GRIDS, entry_dir
 
 def machine()->str:
     cpu = next((l.split(':', 1)[1].strip() for l in open('/proc/cpuinfo') if l.startswith('model name')), platform.processor())

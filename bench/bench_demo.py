@@ -28,6 +28,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_data import machine, replace_section
 from covseg.metrics import summarise, DATASET_NAMES
 from covseg.datasets import DATASETS
+from covseg.io import CovsegInputError
+from covseg.cache import read_manifest
+from covseg.run import RunDir
 
 ROOT = Path(__file__).resolve().parent.parent
 HEAD = "## Demo run on the CPU"                      # the section is found by this start of its heading
@@ -76,7 +79,7 @@ def stage_seconds(done:dict, log:pd.DataFrame|None)->tuple:
 
 def read_stage(run:Path, k:int)->dict:
     "Summary and log of stage `k` of a run (NaN where the stage did not finish)."
-    done, log = _json(run/f'stage{k}'/'done.json'), _csv(run/f'stage{k}'/'log.csv')
+    done, log = _json(RunDir(run).done(k)), _csv(RunDir(run).log(k))
     secs, est = stage_seconds(done, log)
     return dict(seconds=secs, seconds_estimated=est, best=done.get('best_dice', float('nan')),
                 best_epoch=done.get('best_epoch', float('nan')), epochs=done.get('epochs', 0 if log is None else len(log)), log=log)
@@ -120,15 +123,15 @@ def read_run(runs:Path, seed:int)->dict:
     run = runs/f'seed{seed}'
     rec = _json(runs/f'seed{seed}.json') or dict(seed=seed, exit_code=None, wall_s=float('nan'), make_args=[])
     stages = [read_stage(run, k) for k in (1, 2)]
-    cur, cfg = curves(stages), _json(run/'config.json')
+    cur, cfg = curves(stages), _json(RunDir(run).config_file)
     r = dict(seed=seed, exit_code=rec['exit_code'], wall_s=rec['wall_s'], make_args=rec.get('make_args', []), config=cfg, curves=cur)
     for k, st in enumerate(stages, 1):
         r.update({f's{k}_{f}': st[f] for f in ('seconds', 'seconds_estimated', 'best', 'best_epoch', 'epochs')})
     r['stage1_epochs'] = stage_epochs(cfg, 1) or r['s1_epochs']
     r['first_above'] = first_epoch_above(cur, EARLY_DICE)
     r['early'] = r['first_above'] <= r['stage1_epochs'] / 4 if np.isfinite(r['first_above']) and r['stage1_epochs'] else False
-    r.update(eval_means(_csv(run/'eval'/'cases.csv')))
-    r.update(lung_means(_csv(run/'eval'/'lungs.csv')))
+    r.update(eval_means(_csv(RunDir(run).cases_csv)))
+    r.update(lung_means(_csv(RunDir(run).lungs_csv)))
     return r
 
 def stage_epochs(cfg:dict, k:int)->int:
@@ -182,8 +185,8 @@ def settings(cfg:dict, steps:dict)->str:
 
 def steps_per_epoch(run:Path, cfg:dict)->dict:
     "Training batches per epoch of each stage: RICORD training cases of the run's cache, times the stage's repeats, / batch size (None if unknown)."
-    try: man = pd.read_csv(Path(_json(run/'data.json')['cache'])/'manifest.csv')
-    except (KeyError, OSError): return {}
+    try: man = read_manifest(RunDir(run).data().cache)
+    except CovsegInputError: return {}
     n = int((man['split'] == 'train').sum())
     out = {}
     for k in (1, 2):

@@ -28,9 +28,9 @@ from scipy import ndimage as ndi
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_data import machine, replace_section
 from covseg.io import read_image
-from covseg.preprocess import load_case, parse_grid, grid_name
+from covseg.cache import load_case, parse_grid, grid_name, entries, read_manifest
+from covseg.run import RunDir
 from covseg.transforms import resize, resample_to
-from covseg.loaders import entries
 from covseg.train import get_config, resolve_encoder
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -113,11 +113,12 @@ def overrides(cfg:dict)->list:
 
 def read_ablation(out:Path)->dict:
     "The row of one stage-1 run folder: its overrides of the demo profile (from its config.json) and its curve."
-    log = pd.read_csv(out/'stage1'/'log.csv')
-    cfg = json.loads((out/'config.json').read_text())
-    cache = Path(json.loads((out/'data.json').read_text())['cache'])
+    run = RunDir(out)
+    log = pd.read_csv(run.log(1))
+    cfg = run.config().to_dict()
+    cache = Path(run.data().cache)
     s1 = cfg['stage1']
-    man = pd.read_csv(cache/'manifest.csv')
+    man = read_manifest(cache)
     n_train = len(entries(cache, man, tuple(s1['grid']), 'train'))
     steps = len(log) * int(np.ceil(n_train * s1.get('repeats', 1) / s1['bs']))
     nz = log.index[log.dice.fillna(0) > 0]
@@ -136,7 +137,7 @@ def main(argv=None):
     p.add_argument('--from-runs', action='store_true', help='read the ablation runs already in --runs instead of training')
     p.add_argument('--benchmarks', type=Path, default=ROOT/'BENCHMARKS.md')
     a = p.parse_args(argv)
-    man = pd.read_csv(a.cache/'manifest.csv')
+    man = read_manifest(a.cache)
     cfg = get_config('demo')
     grids = [cfg.stage1.grid, cfg.stage2.grid]
     lines = [f"Measured {time.strftime('%Y-%m-%d')} on: {machine()}. Cache `{a.cache.relative_to(ROOT) if a.cache.is_relative_to(ROOT) else a.cache}` "

@@ -12,7 +12,8 @@ import torch
 from bench_data import machine, replace_section
 from covseg.synth import write_ricord, mark_synthetic
 from covseg.preprocess import prepare
-from covseg.loaders import make_dls, entries, AugConfig
+from covseg.loaders import make_dls, AugConfig
+from covseg.cache import entries
 from covseg.io import HU_WINDOW
 
 GRID = (20, 256, 256)

@@ -270,10 +270,11 @@ def _timer_cb(deadline:float):
 def part_train(ctx)->dict:
     import pandas as pd, torch
     from covseg.train import train_stage, write_data_info
+    from covseg.run import RunDir
     S, run = ctx.S, Path(ctx.work)/'run'
     cfg = train_config(S)
     run.mkdir(parents=True, exist_ok=True)
-    (run/'config.json').write_text(json.dumps(cfg.to_dict(), indent=1))      # as `covseg.train.train` does
+    RunDir(run).write_config(cfg)                                            # as `covseg.train.train` does
     write_data_info(cfg, ctx.cache, run)
     cuda = torch.device(S.device).type == 'cuda'
     out = dict(planned=(S.epochs[0] + S.epochs[1], S.epochs[2]), train=ctx.data.get('train'), tune=ctx.data.get('tune'))
@@ -283,12 +284,12 @@ def part_train(ctx)->dict:
         if cuda: torch.cuda.synchronize(); torch.cuda.empty_cache(); torch.cuda.reset_peak_memory_stats()
         t0 = time.monotonic()
         summ = train_stage(cfg, k, ctx.cache, run, device=S.device, init=init, quiet=True, cbs=[cb])
-        log = pd.read_csv(run/f"stage{k}"/'log.csv')
+        log = pd.read_csv(RunDir(run).log(k))
         out[k] = dict(seconds=time.monotonic() - t0, epoch_s=cb.times, stopped=cb.stopped, summary=summ,
                       peak_gib=torch.cuda.max_memory_allocated() / 2**30 if cuda else float('nan'),
                       log={c: log[c].tolist() for c in log.columns if c in ('phase', 'train_loss', 'valid_loss', 'dice', 'soft_dice')})
         del cb; init = None; release_memory()
-        if k == 1: init = torch.load(run/'stage1'/'best.pth', map_location='cpu', weights_only=True)
+        if k == 1: init = torch.load(RunDir(run).weights(1), map_location='cpu', weights_only=True)
     return out
 
 MIN_DICE = 0.1   # a network that predicts all background scores 0, all infiltrate about 2|G|/N (a few %): neither is learning

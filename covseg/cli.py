@@ -14,7 +14,9 @@ from typing import Union, get_args, get_origin, get_type_hints
 import pandas as pd
 from .io import CovsegInputError
 from .synth import synthesize, SIZES
-from .preprocess import prepare, summary, parse_grid, grid_name, PAPER_GRIDS
+from .cache import parse_grid, grid_name, PAPER_GRIDS
+from .preprocess import prepare, summary
+from .run import RunDir
 from .datasets import INFECTIOUS
 from .download import SOURCES, ZENODO, RICORD_ANNOTATIONS, DownloadError, download
 
@@ -148,7 +150,7 @@ def main(argv=None)->int:
             from covseg.distributed import is_main
             for r in (res if is_main() else []):          # under torchrun only rank 0 reports
                 tag = ' (SYNTHETIC data: not a result of the paper)' if r['synthetic'] else ''
-                curves = Path(a.run_dir)/f"stage{r['stage']}"/'curves.png'
+                curves = RunDir(a.run_dir).curves(r['stage'])
                 print(f"stage {r['stage']}: {r['epochs']} epochs, best tuning Dice {r['best_dice']:.3f} at epoch {r['best_epoch']}{tag}; curves: {curves}")
             return 0
         if a.command == 'predict':
@@ -177,10 +179,10 @@ def main(argv=None)->int:
             from covseg.evaluate import evaluate_lungs
             lungs = evaluate_lungs(a.run_dir, 'paper' if a.mode != 'sliding' else 'sliding', cache=a.cache)
             if len(lungs): print(f"lung masks vs the shipped ones (mean Dice left/right): {lungs.dice_left.mean():.3f} / {lungs.dice_right.mean():.3f}")
-            cases = pd.read_csv(Path(a.run_dir)/'eval'/'cases.csv', dtype={'case_id': str})
+            run = RunDir(a.run_dir); cases = run.cases()
             tag = ' (SYNTHETIC data: not results of the paper)' if cases.synthetic.any() else ''
             print(f"mean per dataset{tag}:\n{mode_comparison(cases).to_string()}")
-            print(f"cases: {Path(a.run_dir)/'eval'/'cases.csv'}; tables: {write_tables(a.run_dir)}")
+            print(f"cases: {run.cases_csv}; tables: {write_tables(a.run_dir)}")
             if a.report: a.command = 'report'
             else: return 1 if nfail else 0
         if a.command == 'report':

@@ -22,9 +22,9 @@ from .dicomseg import write_dicom_seg
 
 # %% auto #0
 __all__ = ['THICK_MM', 'LUNGS_ML', 'MIN_CHEST_MM', 'RESULT', 'find_studies', 'study_id', 'read_study', 'synthetic_input',
-           'check_coverage', 'study_warnings', 'predict_study', 'predict_one', 'predict_batch']
+           'study_warnings', 'check_coverage', 'predict_study', 'predict_one', 'predict_batch']
 
-# %% ../nbs/42_clinical.ipynb #c007
+# %% ../nbs/42_clinical.ipynb #s42f1
 def _has_dicom(folder:Path)->bool:
     "Does `folder` hold at least one DICOM file (at any depth)?"
     return any(p.is_file() and not is_image_file(p) and dicom_header(p) is not None for p in folder.rglob('*'))
@@ -37,6 +37,7 @@ def find_studies(input_dir)->list:
     if not out: raise CovsegInputError(d, "holds no study (no NIfTI/MHA/NRRD file, no folder with DICOM files)")
     return out
 
+# %% ../nbs/42_clinical.ipynb #s42i1
 def study_id(path)->str:
     "A study's name in outputs: the file name without its image suffix, or the folder name."
     n = Path(path).name
@@ -44,8 +45,10 @@ def study_id(path)->str:
         if n.lower().endswith(s): return n[:-len(s)]
     return n
 
+# %% ../nbs/42_clinical.ipynb #c007
 def read_study(path)->Volume:
-    "A study as a `Volume` in HU: a NIfTI-like file, a folder holding one DICOM series, or a DICOM study folder (series chosen)."
+    ("A study as a `Volume` in HU: a NIfTI-like file, a folder holding one DICOM series, or a DICOM study folder "
+     "(series chosen).")
     path = Path(path)
     if not path.is_dir(): return read_image(path)
     files = scan_dicom(path)
@@ -57,6 +60,7 @@ def read_study(path)->Volume:
     vol.meta['series_choice'] = why
     return vol
 
+# %% ../nbs/42_clinical.ipynb #s42s1
 def synthetic_input(path)->bool:
     "Is `path` inside a folder written by `covseg synth` (so every number from it must be labelled synthetic)?"
     p = Path(path).resolve()
@@ -65,6 +69,34 @@ def synthetic_input(path)->bool:
 # %% ../nbs/42_clinical.ipynb #c010b
 THICK_MM = 5.              # voxels longer than this from head to feet: small infiltrates blur into their neighbours
 LUNGS_ML = (1000., 9000.)  # plausible adult volume of both lungs on a chest CT, mL
+def study_warnings(vol:Volume, # the study as read (its `meta` may hold `tilt_deg`, `contrast`)
+                   lungs:Volume|None=None, # its lung labels, for coverage and volume
+                  )->list: # one sentence per warning, each with its reason
+    ("What a reader should know before trusting a study's numbers: spacing, reorientation, tilt, contrast, lung "
+     "coverage and volume.")
+    w, f = [], network_frame(vol.geometry)
+    if f.spacing[0] > THICK_MM:
+        w.append(f"voxels {f.spacing[0]:.1f} mm long from head to feet (over {THICK_MM:g} mm): small or faint "
+                 "infiltrates blur into their neighbours and volumes are coarse")
+    if (note := orientation_note(vol.geometry)): w.append(note)
+    if vol.meta.get('tilt_deg'):
+        w.append(f"gantry tilt of {vol.meta['tilt_deg']:.1f} degrees: slices re-aligned onto an orthogonal grid")
+    if vol.meta.get('contrast'):
+        w.append(f"contrast-enhanced study (ContrastBolusAgent '{vol.meta['contrast']}'): check the mask next to "
+                 "enhancing vessels")
+    if lungs is not None:
+        lab = to_canonical(lungs.array > 0, lungs.geometry.direction)          # axis 0 from feet to head
+        ends = [e for e, s in (('top (head end)', lab[-1]), ('bottom (feet end)', lab[0])) if s.any()]
+        if ends: w.append(f"the lungs reach the {' and the '.join(ends)} slice: the study does not cover them "
+                          "completely, so volumes and percentages cover only the part scanned")
+        ml = float((lungs.array > 0).sum() * np.prod(lungs.spacing) / 1000)
+        if not LUNGS_ML[0] <= ml <= LUNGS_ML[1]:
+            w.append(f"lung volume {ml / 1000:.1f} L, outside the plausible adult range "
+                     f"{LUNGS_ML[0] / 1000:g}-{LUNGS_ML[1] / 1000:g} L: "
+                     "check the lung mask (partial coverage, a child, a scan in expiration?)")
+    return w
+
+# %% ../nbs/42_clinical.ipynb #s42c1
 MIN_CHEST_MM = 50.         # a study shorter than this from head to feet is not a chest CT
 
 def check_coverage(vol:Volume)->Volume:
@@ -72,32 +104,10 @@ def check_coverage(vol:Volume)->Volume:
     f = network_frame(vol.geometry)
     mm = f.size[0] * f.spacing[0]
     if mm < MIN_CHEST_MM:
-        raise CovsegInputError(vol.path or 'study', f"covers only {mm:.0f} mm from head to feet ({f.size[0]} voxels of {f.spacing[0]:.1f} mm): "
-                               "not a chest CT volume, which covers about 250-350 mm")
+        raise CovsegInputError(vol.path or 'study', f"covers only {mm:.0f} mm from head to feet ({f.size[0]} voxels "
+                                                    f"of {f.spacing[0]:.1f} mm): not a chest CT volume, which covers "
+                                                    "about 250-350 mm")
     return vol
-
-def study_warnings(vol:Volume, # the study as read (its `meta` may hold `tilt_deg`, `contrast`)
-                   lungs:Volume|None=None, # its lung labels, for coverage and volume
-                  )->list: # one sentence per warning, each with its reason
-    "What a reader should know before trusting a study's numbers: spacing, reorientation, tilt, contrast, lung coverage and volume."
-    w, f = [], network_frame(vol.geometry)
-    if f.spacing[0] > THICK_MM:
-        w.append(f"voxels {f.spacing[0]:.1f} mm long from head to feet (over {THICK_MM:g} mm): small or faint infiltrates blur into "
-                 "their neighbours and volumes are coarse")
-    if (note := orientation_note(vol.geometry)): w.append(note)
-    if vol.meta.get('tilt_deg'): w.append(f"gantry tilt of {vol.meta['tilt_deg']:.1f} degrees: slices re-aligned onto an orthogonal grid")
-    if vol.meta.get('contrast'):
-        w.append(f"contrast-enhanced study (ContrastBolusAgent '{vol.meta['contrast']}'): check the mask next to enhancing vessels")
-    if lungs is not None:
-        lab = to_canonical(lungs.array > 0, lungs.geometry.direction)          # axis 0 from feet to head
-        ends = [e for e, s in (('top (head end)', lab[-1]), ('bottom (feet end)', lab[0])) if s.any()]
-        if ends: w.append(f"the lungs reach the {' and the '.join(ends)} slice: the study does not cover them completely, so "
-                          "volumes and percentages cover only the part scanned")
-        ml = float((lungs.array > 0).sum() * np.prod(lungs.spacing) / 1000)
-        if not LUNGS_ML[0] <= ml <= LUNGS_ML[1]:
-            w.append(f"lung volume {ml / 1000:.1f} L, outside the plausible adult range {LUNGS_ML[0] / 1000:g}-{LUNGS_ML[1] / 1000:g} L: "
-                     "check the lung mask (partial coverage, a child, a scan in expiration?)")
-    return w
 
 # %% ../nbs/42_clinical.ipynb #c012
 RESULT = 'result.json'
@@ -122,7 +132,8 @@ def predict_study(predictor:Predictor, # the trained network (`Predictor.from_ru
     vol = check_coverage(read_study(input))
     syn = synthetic_input(input)
     mask = predict(predictor, vol, mode, tta)
-    lungs = lung_mask(vol, infiltrate=mask) if report else None     # before anything is written: a study without lungs is refused whole
+    # before anything is written: a study without lungs is refused whole
+    lungs = lung_mask(vol, infiltrate=mask) if report else None
     warns = study_warnings(vol, lungs)
     out_dir.mkdir(parents=True, exist_ok=True)
     res = dict(study=study_id(input), input=str(input), mode=mode, tta=bool(tta), synthetic=syn,
@@ -140,19 +151,26 @@ def predict_study(predictor:Predictor, # the trained network (`Predictor.from_ru
     with atomic_path(done) as t: t.write_text(json.dumps(res, indent=1, default=str))
     return res
 
-def predict_one(predictor:Predictor, input, output, mode:str='paper', tta=False, report:bool=False, seg:bool=True, overwrite:bool=False)->dict:
+# %% ../nbs/42_clinical.ipynb #s42o1
+def predict_one(predictor:Predictor, input, output, mode:str='paper', tta=False, report:bool=False, seg:bool=True,
+                overwrite:bool=False)->dict:
     "One study to the mask file `output`; lungs, report and SEG (for DICOM input) beside it, named after it."
     output = Path(output)
-    if not is_image_file(output): raise CovsegInputError(output, "the output of one study must be an image file such as .nii.gz")
-    if output.exists() and Path(input).exists() and output.resolve() == Path(input).resolve(): raise CovsegInputError(output, "is the input itself")
-    return predict_study(predictor, input, output.parent, mode, tta, report, seg, overwrite, mask_name=output.name, prefix=f"{study_id(output)}_")
+    if not is_image_file(output):
+        raise CovsegInputError(output, "the output of one study must be an image file such as .nii.gz")
+    if output.exists() and Path(input).exists() and output.resolve() == Path(input).resolve():
+        raise CovsegInputError(output, "is the input itself")
+    return predict_study(predictor, input, output.parent, mode, tta, report, seg, overwrite, mask_name=output.name,
+                         prefix=f"{study_id(output)}_")
 
 # %% ../nbs/42_clinical.ipynb #c017
-def predict_batch(predictor:Predictor, input_dir, output_dir, mode:str='paper', tta=False, report:bool=True, seg:bool=True,
-                  overwrite:bool=False, quiet:bool=False)->tuple:
-    "Segment every study in `input_dir` into `output_dir/<study>/`; skip finished ones; return (results DataFrame, failures)."
+def predict_batch(predictor:Predictor, input_dir, output_dir, mode:str='paper', tta=False, report:bool=True,
+                  seg:bool=True, overwrite:bool=False, quiet:bool=False)->tuple:
+    ("Segment every study in `input_dir` into `output_dir/<study>/`; skip finished ones; return (results DataFrame, "
+     "failures).")
     output_dir = Path(output_dir)
-    studies = [s for s in find_studies(input_dir) if s.resolve() != output_dir.resolve()]   # an OUTPUT_DIR inside INPUT_DIR is not a study
+    # an OUTPUT_DIR inside INPUT_DIR is not a study
+    studies = [s for s in find_studies(input_dir) if s.resolve() != output_dir.resolve()]
     ids = [study_id(s) for s in studies]
     dup = sorted({i for i in ids if ids.count(i) > 1})
     if dup: raise CovsegInputError(input_dir, f"two studies would share the output name {dup[0]!r}; rename one")
@@ -162,12 +180,16 @@ def predict_batch(predictor:Predictor, input_dir, output_dir, mode:str='paper', 
         if (d/RESULT).is_file() and not overwrite:
             rows.append(dict(json.loads((d/RESULT).read_text()), status='skipped (done before)')); continue
         try: rows.append(dict(predict_study(predictor, s, d, mode, tta, report, seg, overwrite=True), status='done'))
-        except Exception as e: fails.append(_failure('batch', i, e if isinstance(e, CovsegInputError) else CovsegInputError(s, f"{type(e).__name__}: {e}")))
+        except Exception as e:
+            fails.append(_failure('batch', i, e if isinstance(e, CovsegInputError)
+                                  else CovsegInputError(s, f"{type(e).__name__}: {e}")))
     output_dir.mkdir(parents=True, exist_ok=True)
     df = pd.DataFrame(rows)
     flat = df.drop(columns=[c for c in ('report',) if c in df]) if len(df) else df
-    if 'warnings' in flat: flat = flat.assign(warnings=[' | '.join(w) if isinstance(w, list) else w for w in flat.warnings])
+    if 'warnings' in flat:
+        flat = flat.assign(warnings=[' | '.join(w) if isinstance(w, list) else w for w in flat.warnings])
     with atomic_path(output_dir/'studies.csv') as t: flat.to_csv(t, index=False)
-    f = pd.DataFrame([vars(x) for x in fails], columns=['dataset', 'case_id', 'path', 'problem']).rename(columns={'case_id': 'study'}).drop(columns='dataset')
+    f = (pd.DataFrame([vars(x) for x in fails], columns=['dataset', 'case_id', 'path', 'problem'])
+         .rename(columns={'case_id': 'study'}).drop(columns='dataset'))
     with atomic_path(output_dir/'failures.csv') as t: f.to_csv(t, index=False)
     return df, fails

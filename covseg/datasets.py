@@ -12,8 +12,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 from matplotlib.path import Path as MplPath
-from .io import (CovsegInputError, Volume, progress, read_dicom_series, read_nifti, write_image, dicom_header, is_axial, is_image_file,
-                       slice_normal)
+from .io import (CovsegInputError, Volume, progress, read_dicom_series, read_nifti, write_image, dicom_header,
+                       is_axial, is_image_file, slice_normal)
 
 # %% auto #0
 __all__ = ['DATASETS', 'INFECTIOUS', 'Case', 'Failure', 'coronacases_id', 'read_coronacases', 'read_mosmed', 'MdaiExport',
@@ -21,7 +21,8 @@ __all__ = ['DATASETS', 'INFECTIOUS', 'Case', 'Failure', 'coronacases_id', 'read_
            'ricord_mask', 'convert_ricord', 'split_by_patient']
 
 # %% ../nbs/03_datasets.ipynb #c006
-DATASETS = ('ricord', 'coronacases', 'mosmed')   # the paper's three, in its order: training/tuning, then the two hold-out sets
+# the paper's three, in its order: training/tuning, then the two hold-out sets
+DATASETS = ('ricord', 'coronacases', 'mosmed')
 
 @dataclass
 class Case:
@@ -70,7 +71,9 @@ def read_coronacases(root, include_radiopaedia:bool=False)->tuple:
     "Cases of Ma et al.'s dataset under `root` (Coronacases only unless `include_radiopaedia`), and failures."
     root = Path(root)
     files = sorted(p for p in root.rglob('*') if p.is_file() and re.search(r'\.nii(\.gz)?$', p.name.lower()))
-    if not files: raise CovsegInputError(root, "no NIfTI files found; expected COVID-19-CT-Seg_20cases/ and Infection_Mask/ (Zenodo 3757476)")
+    if not files:
+        raise CovsegInputError(root, "no NIfTI files found; expected COVID-19-CT-Seg_20cases/ and Infection_Mask/ "
+                                     "(Zenodo 3757476)")
     found = {}
     for f in files:
         kind = _mask_kind(str(f.parent.relative_to(root))) or 'image'
@@ -79,15 +82,22 @@ def read_coronacases(root, include_radiopaedia:bool=False)->tuple:
     for cid, d in sorted(found.items()):
         if cid.startswith('radiopaedia') and not include_radiopaedia: continue
         dups = [k for k, v in d.items() if len(v) > 1]
-        if dups: failures.append(Failure('coronacases', cid, str(d[dups[0]][0].parent), f"{len(d[dups[0]])} files normalise to the id {cid!r}")); continue
+        if dups:
+            failures.append(Failure('coronacases', cid, str(d[dups[0]][0].parent),
+                                    f"{len(d[dups[0]])} files normalise to the id {cid!r}"))
+            continue
         if 'image' not in d:
-            failures.append(Failure('coronacases', cid, str(next(iter(d.values()))[0]), "mask without an image")); continue
+            failures.append(Failure('coronacases', cid, str(next(iter(d.values()))[0]), "mask without an image"))
+            continue
         if 'infection' in d: mask, labels = d['infection'][0], (1,)
         elif 'both' in d: mask, labels = d['both'][0], (3,)
         else:
-            failures.append(Failure('coronacases', cid, str(d['image'][0]), "no infection mask (looked in Infection_Mask/ and Lung_and_Infection_Mask/)")); continue
+            failures.append(Failure('coronacases', cid, str(d['image'][0]),
+                                    "no infection mask (looked in Infection_Mask/ and Lung_and_Infection_Mask/)"))
+            continue
         lung = d['lung'][0] if 'lung' in d else None
-        cases.append(Case('coronacases', cid, cid, str(d['image'][0]), str(mask), labels, None if lung is None else str(lung)))
+        cases.append(Case('coronacases', cid, cid, str(d['image'][0]), str(mask), labels,
+                          None if lung is None else str(lung)))
     return cases, failures
 
 # %% ../nbs/03_datasets.ipynb #c015
@@ -101,7 +111,9 @@ def read_mosmed(root)->tuple:
         cid = re.sub(r'_mask\.nii(\.gz)?$', '', m.name)
         imgs = sorted((root/'studies').glob(f"CT-*/{cid}.nii*"))
         if len(imgs) != 1:
-            failures.append(Failure('mosmed', cid, str(m), f"{'no' if not imgs else len(imgs)} matching studies/CT-*/{cid}.nii.gz")); continue
+            failures.append(Failure('mosmed', cid, str(m),
+                                    f"{'no' if not imgs else len(imgs)} matching studies/CT-*/{cid}.nii.gz"))
+            continue
         cases.append(Case('mosmed', cid, cid, str(imgs[0]), str(m)))
     return cases, failures
 
@@ -125,26 +137,30 @@ def read_mdai(path)->MdaiExport:
     path = Path(path)
     try: d = json.loads(path.read_text())
     except FileNotFoundError: raise CovsegInputError(path, "annotation file not found") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as e: raise CovsegInputError(path, f"is not valid JSON ({e})") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise CovsegInputError(path, f"is not valid JSON ({e})") from None
     if not isinstance(d, dict) or not isinstance(d.get('datasets'), list) or not isinstance(d.get('labelGroups'), list):
         raise CovsegInputError(path, "is not an MD.ai export: expected top-level lists 'datasets' and 'labelGroups'")
     labels = [l for g in d['labelGroups'] for l in (g.get('labels') or [])]
     if not labels or any('id' not in l or 'name' not in l for l in labels):
         raise CovsegInputError(path, "labelGroups hold no labels with 'id' and 'name'")
-    lab = pd.DataFrame([dict(id=l['id'], name=l['name'], annotationMode=l.get('annotationMode'), scope=l.get('scope')) for l in labels])
+    lab = pd.DataFrame([dict(id=l['id'], name=l['name'], annotationMode=l.get('annotationMode'), scope=l.get('scope'))
+                        for l in labels])
     anns, numbers = [], {}
     for ds in d['datasets']:
         for s in ds.get('studies') or []: numbers[s.get('StudyInstanceUID')] = s.get('number')
         for a in ds.get('annotations') or []:
             miss = [k for k in ('id', 'StudyInstanceUID', 'labelId') if not a.get(k)]
             if miss: raise CovsegInputError(path, f"annotation {a.get('id', '?')} lacks {', '.join(miss)}")
-            if a['labelId'] not in set(lab.id): raise CovsegInputError(path, f"annotation {a['id']} has unknown labelId {a['labelId']}")
+            if a['labelId'] not in set(lab.id):
+                raise CovsegInputError(path, f"annotation {a['id']} has unknown labelId {a['labelId']}")
             anns.append(a)
     return MdaiExport(str(path), lab, anns, numbers)
 
 # %% ../nbs/03_datasets.ipynb #c021
 def polygon_mask(vertices, shape:tuple)->np.ndarray:
-    "Boolean (rows, cols) mask of the pixels whose centres (c + 0.5, r + 0.5) lie inside polygon `vertices` [[x, y], ...]."
+    ("Boolean (rows, cols) mask of the pixels whose centres (c + 0.5, r + 0.5) lie inside polygon `vertices` [[x, y], "
+     "...].")
     v = np.asarray(vertices, dtype=float)
     if v.ndim != 2 or v.shape[1] != 2 or len(v) < 3 or not np.isfinite(v).all():
         raise ValueError(f"a polygon needs at least 3 finite [x, y] vertices, got array of shape {v.shape}")
@@ -158,7 +174,8 @@ def polygon_mask(vertices, shape:tuple)->np.ndarray:
 
 # %% ../nbs/03_datasets.ipynb #c026
 def annotation_polygons(a:dict, mode:str|None)->tuple:
-    "(foreground, background) polygon lists of one annotation by its label's annotationMode; ([], []) for non-region modes or empty data."
+    ("(foreground, background) polygon lists of one annotation by its label's annotationMode; ([], []) for non-region "
+     "modes or empty data.")
     data = a.get('data')
     if not data: return [], []
     if mode in ('freeform', 'polygon'): return ([data['vertices']] if data.get('vertices') else []), []
@@ -170,7 +187,8 @@ _SHARP = re.compile(r'bone|sharp|lung|\bB[6-9]\d|\bFC[5-9]\d|\bY[C-E]\b|\bD\b', 
 
 def scan_dicom(root)->pd.DataFrame:
     "Headers of every DICOM file under `root`, one row per file (non-DICOM files are skipped)."
-    files = sorted(p for p in Path(root).rglob('*') if p.is_file() and not is_image_file(p) and p.suffix.lower() != '.json')
+    files = sorted(p for p in Path(root).rglob('*') if p.is_file() and not is_image_file(p)
+                   and p.suffix.lower() != '.json')
     rows = [h for h in map(dicom_header, progress(files, 'reading DICOM headers')) if h is not None]
     return pd.DataFrame(rows)
 
@@ -179,19 +197,25 @@ def choose_series(files:pd.DataFrame, annotated_sops:set=frozenset())->tuple:
     rows = []
     for uid, g in files.groupby('series_uid'):
         h = g.iloc[0]
-        if h.modality not in ('CT', '') or 'LOCALIZER' in h.image_type.upper() or not isinstance(h.orientation, tuple) or len(g) < 2: continue
+        if (h.modality not in ('CT', '') or 'LOCALIZER' in h.image_type.upper()
+                or not isinstance(h.orientation, tuple) or len(g) < 2):
+            continue
         n_ann = int(g.sop_uid.isin(annotated_sops).sum())
         sharp = bool(_SHARP.search(f"{h.kernel} {h.series_description}"))
-        rows.append((not is_axial(h.orientation), -n_ann, sharp, 'DERIVED' in h.image_type.upper(), -len(g), uid, h.orientation))
+        rows.append((not is_axial(h.orientation), -n_ann, sharp, 'DERIVED' in h.image_type.upper(), -len(g), uid,
+                     h.orientation))
     if not rows:
         mods = sorted({str(m) for m in files.modality} - {'CT', ''})
-        if mods and not files.modality.isin(['CT', '']).any(): return None, f"no CT series (its series are {', '.join(mods)})"
+        if mods and not files.modality.isin(['CT', '']).any():
+            return None, f"no CT series (its series are {', '.join(mods)})"
         return None, "no CT volume series (only scouts, dose reports or single images)"
     best = min(rows)
-    plane = 'axial' if not best[0] else {0: 'sagittal', 1: 'coronal'}.get(int(np.abs(slice_normal(best[-1])).argmax()), 'oblique') + ' (no axial series)'
+    plane = ('axial' if not best[0] else
+             {0: 'sagittal', 1: 'coronal'}.get(int(np.abs(slice_normal(best[-1])).argmax()), 'oblique')
+             + ' (no axial series)')
     n_kind = sum(r[0] == best[0] for r in rows)
-    return best[-2], (f"{plane} CT, {-best[1]} annotated slices, {'sharp' if best[2] else 'soft-tissue'} kernel, {-best[4]} slices, "
-                      f"of {n_kind} {'axial' if not best[0] else 'CT volume'} series")
+    return best[-2], (f"{plane} CT, {-best[1]} annotated slices, {'sharp' if best[2] else 'soft-tissue'} kernel, "
+                      f"{-best[4]} slices, of {n_kind} {'axial' if not best[0] else 'CT volume'} series")
 
 # %% ../nbs/03_datasets.ipynb #c031
 def read_ricord(root, annotations=None)->tuple:
@@ -199,7 +223,9 @@ def read_ricord(root, annotations=None)->tuple:
     root = Path(root)
     if annotations is None:
         js = sorted(root.rglob('*.json'))
-        if len(js) != 1: raise CovsegInputError(root, f"expected one MD.ai annotation export (*.json) here, found {len(js)}; pass it explicitly")
+        if len(js) != 1:
+            raise CovsegInputError(root, f"expected one MD.ai annotation export (*.json) here, found {len(js)}; pass "
+                                         "it explicitly")
         annotations = js[0]
     mdai = read_mdai(annotations)
     hdr = scan_dicom(root)
@@ -214,20 +240,26 @@ def read_ricord(root, annotations=None)->tuple:
         uid, why = choose_series(g, sops)
         if uid is None: failures.append(Failure('ricord', cid, str(Path(g.path.iloc[0]).parent), why)); continue
         if not sops:
-            failures.append(Failure('ricord', cid, str(annotations), f"no slice annotations for study {st}; left out rather than used as an empty mask")); continue
+            failures.append(Failure('ricord', cid, str(annotations),
+                                    f"no slice annotations for study {st}; left out rather than used as an empty mask"))
+            continue
         s = g[g.series_uid == uid]
         cases.append(Case('ricord', cid, pid, str(Path(s.path.iloc[0]).parent), None, (1,),
-                          extra=dict(study_uid=st, series_uid=uid, series_choice=why, files=list(s.path), annotations=anns, mdai=mdai)))
+                          extra=dict(study_uid=st, series_uid=uid, series_choice=why, files=list(s.path),
+                                     annotations=anns, mdai=mdai)))
     return cases, failures
 
 # %% ../nbs/03_datasets.ipynb #c034
 INFECTIOUS = ('Infectious opacity', 'Infectious TIB/micronodules', 'Infectious cavity')
 
 def ricord_mask(vol:Volume, anns:list, mdai:MdaiExport, labels=INFECTIOUS, series_uid=None)->tuple:
-    "(uint8 mask on `vol`'s grid, stats) from the MD.ai annotations `anns` of labels named in `labels`, united over annotators."
+    ("(uint8 mask on `vol`'s grid, stats) from the MD.ai annotations `anns` of labels named in `labels`, united over "
+     "annotators.")
     lab = mdai.labels.set_index('id')
     unknown = set(labels) - set(lab.name)
-    if unknown: raise CovsegInputError(mdai.path, f"no label named {sorted(unknown)} in the export (labels: {sorted(lab.name)})")
+    if unknown:
+        raise CovsegInputError(mdai.path,
+                               f"no label named {sorted(unknown)} in the export (labels: {sorted(lab.name)})")
     z_of = {s: k for k, s in enumerate(vol.meta['sop_uids'])}
     series_uid = series_uid or vol.meta.get('series_uid')
     mask = np.zeros(vol.shape, bool)
@@ -239,21 +271,24 @@ def ricord_mask(vol:Volume, anns:list, mdai:MdaiExport, labels=INFECTIOUS, serie
         sop = a['SOPInstanceUID']
         if sop not in z_of:
             if a.get('SeriesInstanceUID') not in (None, series_uid): st['other_series'] += 1; continue
-            raise CovsegInputError(mdai.path, f"annotation {a['id']} references SOPInstanceUID {sop}, which is not in series {series_uid} ({vol.path})")
+            raise CovsegInputError(mdai.path, f"annotation {a['id']} references SOPInstanceUID {sop}, which is not in "
+                                              f"series {series_uid} ({vol.path})")
         fg, bg = annotation_polygons(a, l.annotationMode)
         if not fg: st['empty'] += 1; continue
         try:
             sl = np.zeros(vol.shape[1:], bool)
             for p in fg: sl |= polygon_mask(p, vol.shape[1:])
             for p in bg: sl &= ~polygon_mask(p, vol.shape[1:])
-        except (ValueError, TypeError, KeyError) as e: raise CovsegInputError(mdai.path, f"annotation {a['id']} has malformed geometry: {e}") from None
+        except (ValueError, TypeError, KeyError) as e:
+            raise CovsegInputError(mdai.path, f"annotation {a['id']} has malformed geometry: {e}") from None
         mask[z_of[sop]] |= sl
         st['polygons'] += 1; st['annotators'].add(a.get('createdById'))
     st['annotators'] = len(st['annotators'])
     return mask.astype(np.uint8), st
 
 def convert_ricord(case:Case, out_dir, labels=INFECTIOUS, clip=(-2000., 500.))->Case:
-    "Convert one RICORD study to NIfTI image (HU clipped to `clip`) and mask under `out_dir`; return the converted `Case`."
+    ("Convert one RICORD study to NIfTI image (HU clipped to `clip`) and mask under `out_dir`; return the converted "
+     "`Case`.")
     vol = read_dicom_series(case.extra['files'], folder=case.image)
     mask, st = ricord_mask(vol, case.extra['annotations'], case.extra['mdai'], labels, case.extra['series_uid'])
     img = vol.with_array(np.clip(vol.array, *clip).astype(np.int16))
@@ -261,7 +296,8 @@ def convert_ricord(case:Case, out_dir, labels=INFECTIOUS, clip=(-2000., 500.))->
     ip = write_image(img, out_dir/f"{case.case_id}_image.nii.gz")
     mp = write_image(vol.with_array(mask), out_dir/f"{case.case_id}_mask.nii.gz")
     extra = {k: v for k, v in case.extra.items() if k not in ('annotations', 'mdai', 'files')}
-    return Case('ricord', case.case_id, case.patient_id, str(ip), str(mp), (1,), None, dict(extra, source=case.image, **st))
+    return Case('ricord', case.case_id, case.patient_id, str(ip), str(mp), (1,), None,
+                dict(extra, source=case.image, **st))
 
 # %% ../nbs/03_datasets.ipynb #c042
 def split_by_patient(cases:pd.DataFrame, tune_frac:float=0.15, seed:int=42)->dict:

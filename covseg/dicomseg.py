@@ -32,17 +32,29 @@ class Segment:
     region: Code|None = None   # anatomic region the structure lies in, or None
     rgb: tuple = (255, 0, 0)   # recommended display colour (0..255 each)
 
+# %% ../nbs/41_dicomseg.ipynb #s41s2
 ANATOMICAL_STRUCTURE = Code('123037004', 'SCT', 'Anatomical Structure')   # CID 7150; 91723000 is retired
 
 SEGMENTS = {
     'COVID-19 infiltrate': Segment('COVID-19 infiltrate', codes.SCT.MorphologicallyAbnormalStructure, codes.SCT.Lesion,
                                    region=codes.SCT.Lung, rgb=(255, 96, 0)),
-    'Left lung': Segment('Left lung', ANATOMICAL_STRUCTURE, codes.SCT.Lung, modifier=codes.cid244.Left, rgb=(80, 150, 230)),
-    'Right lung': Segment('Right lung', ANATOMICAL_STRUCTURE, codes.SCT.Lung, modifier=codes.cid244.Right, rgb=(90, 200, 120)),
-    'Lungs': Segment('Lungs', ANATOMICAL_STRUCTURE, codes.SCT.Lung, modifier=codes.cid244.Bilateral, rgb=(120, 180, 200)),
+    'Left lung': Segment('Left lung', ANATOMICAL_STRUCTURE, codes.SCT.Lung, modifier=codes.cid244.Left,
+                         rgb=(80, 150, 230)),
+    'Right lung': Segment('Right lung', ANATOMICAL_STRUCTURE, codes.SCT.Lung, modifier=codes.cid244.Right,
+                          rgb=(90, 200, 120)),
+    'Lungs': Segment('Lungs', ANATOMICAL_STRUCTURE, codes.SCT.Lung, modifier=codes.cid244.Bilateral,
+                     rgb=(120, 180, 200)),
 }
 INFILTRATE = {1: 'COVID-19 infiltrate'}           # covseg's prediction: 1 = infiltrate
 LUNG_LABELS = {1: 'Left lung', 2: 'Right lung'}   # lung masks: 1 = left, 2 = right (as the Coronacases masks)
+
+# %% ../nbs/41_dicomseg.ipynb #s41a1
+def algorithm(parameters:dict|None=None)->hd.AlgorithmIdentificationSequence:
+    "covseg's algorithm identification (name, version, family 'Artificial Intelligence') with optional `parameters`."
+    return hd.AlgorithmIdentificationSequence(name='covseg', family=codes.cid7162.ArtificialIntelligence,
+        version=__version__,
+        source='covseg 3D U-Net (r3d_18 encoder), after Bressem et al. 2021',
+        parameters={str(k): str(v) for k, v in parameters.items()} if parameters else None)
 
 # %% ../nbs/41_dicomseg.ipynb #c010
 def _segment(v, where)->Segment:
@@ -50,12 +62,6 @@ def _segment(v, where)->Segment:
     if isinstance(v, Segment): return v
     if v in SEGMENTS: return SEGMENTS[v]
     raise CovsegInputError(where, f"unknown segment {v!r}: use one of {sorted(SEGMENTS)} or a `Segment`")
-
-def algorithm(parameters:dict|None=None)->hd.AlgorithmIdentificationSequence:
-    "covseg's algorithm identification (name, version, family 'Artificial Intelligence') with optional `parameters`."
-    return hd.AlgorithmIdentificationSequence(name='covseg', family=codes.cid7162.ArtificialIntelligence, version=__version__,
-        source='covseg 3D U-Net (r3d_18 encoder), after Bressem et al. 2021',
-        parameters={str(k): str(v) for k, v in parameters.items()} if parameters else None)
 
 def segment_descriptions(labels:dict,              # mask value (1..n) -> name in `SEGMENTS` or a `Segment`
                          parameters:dict|None=None, # algorithm parameters to record (e.g. the inference mode)
@@ -73,81 +79,97 @@ def segment_descriptions(labels:dict,              # mask value (1..n) -> name i
                 algorithm_identification=alg, anatomic_regions=[s.region] if s.region is not None else None,
                 display_color=hd.color.CIELabColor.from_rgb(*s.rgb))
         if s.modifier is not None:   # highdicom has no argument for it; DICOM nests it in the type's item
-            d.SegmentedPropertyTypeCodeSequence[0].SegmentedPropertyTypeModifierCodeSequence = [hd.sr.CodedConcept.from_code(s.modifier)]
+            d.SegmentedPropertyTypeCodeSequence[0].SegmentedPropertyTypeModifierCodeSequence = [
+                hd.sr.CodedConcept.from_code(s.modifier)]
         out.append(d)
     return out
 
 # %% ../nbs/41_dicomseg.ipynb #c013
-TYPE2 = ('PatientName', 'PatientBirthDate', 'PatientSex', 'AccessionNumber', 'StudyID', 'StudyDate', 'StudyTime',
-         'ReferringPhysicianName')
-
 def source_series(series)->Volume:
-    "The source series as covseg reads it: a `Volume` from `read_dicom_series` (passed through) or a folder/list of files."
+    ("The source series as covseg reads it: a `Volume` from `read_dicom_series` (passed through) or a folder/list of "
+     "files.")
     if isinstance(series, Volume):
-        if 'files' not in series.meta: raise CovsegInputError(series.path or 'volume', "is not a DICOM series read by covseg (no `files` in its meta)")
+        if 'files' not in series.meta:
+            raise CovsegInputError(series.path or 'volume',
+                                   "is not a DICOM series read by covseg (no `files` in its meta)")
         return series
     return read_dicom_series(series)
 
+# %% ../nbs/41_dicomseg.ipynb #s41h2
+TYPE2 = ('PatientName', 'PatientBirthDate', 'PatientSex', 'AccessionNumber', 'StudyID', 'StudyDate', 'StudyTime',
+         'ReferringPhysicianName')
+
 def source_headers(src:Volume)->list:
-    "pydicom headers (no pixel data) of the slices of `src`, in its array order, with empty type-2 study attributes added where missing."
+    ("pydicom headers (no pixel data) of the slices of `src`, in its array order, with empty type-2 study attributes "
+     "added where missing.")
     out = []
     for f, uid in zip(src.meta['files'], src.meta['sop_uids']):
         ds = pydicom.dcmread(f, stop_before_pixels=True)
-        if str(ds.SOPInstanceUID) != uid: raise CovsegInputError(f, "changed since the series was read (SOP Instance UID differs)")
+        if str(ds.SOPInstanceUID) != uid:
+            raise CovsegInputError(f, "changed since the series was read (SOP Instance UID differs)")
         for k in TYPE2:
             if k not in ds: setattr(ds, k, '')
         out.append(ds)
     return out
 
-# %% ../nbs/41_dicomseg.ipynb #c015
-DESCRIPTION = 'covseg segmentation - RESEARCH USE ONLY, not for diagnosis'
-
+# %% ../nbs/41_dicomseg.ipynb #s41r1
 def run_parameters(meta:dict)->dict:
-    "The inference settings `covseg.infer.predict` leaves in a mask's meta (`mode`, `tta` flips), as algorithm parameters."
+    ("The inference settings `covseg.infer.predict` leaves in a mask's meta (`mode`, `tta` flips), as algorithm "
+     "parameters.")
     out = {'mode': meta['mode']} if 'mode' in meta else {}
     if 'tta' in meta:
         t = meta['tta']
         out['tta'] = (f"{len(t)} flips" if len(t) > 1 else 'off') if isinstance(t, (list, tuple)) else str(t)
     return out
 
+# %% ../nbs/41_dicomseg.ipynb #c015
+DESCRIPTION = 'covseg segmentation - RESEARCH USE ONLY, not for diagnosis'
+
 def _label_mask(mask:Volume, labels:dict)->np.ndarray:
     "The mask's voxels as uint8 segment numbers, refusing values that are not labels."
     a = mask.array
     if a.dtype != bool and not np.issubdtype(a.dtype, np.integer):
-        raise CovsegInputError(mask.path or 'mask', f"holds {a.dtype} voxels; a label mask (bool or integers) is needed")
+        raise CovsegInputError(mask.path or 'mask',
+                               f"holds {a.dtype} voxels; a label mask (bool or integers) is needed")
     vals = np.unique(a)
     bad = [int(v) for v in vals if v != 0 and int(v) not in labels]
-    if bad: raise CovsegInputError(mask.path or 'mask', f"holds label value(s) {bad} that `labels` does not name ({sorted(labels)})")
+    if bad: raise CovsegInputError(mask.path or 'mask',
+                                   f"holds label value(s) {bad} that `labels` does not name ({sorted(labels)})")
     return a.astype(np.uint8)
 
 def write_dicom_seg(mask:Volume,           # label mask (z, y, x) on exactly the series' grid (0 = background)
-                    series,                # the DICOM series it was predicted from: folder, list of files, or the `Volume` read from it
+                    series,                # the DICOM series it was predicted from: folder, files, or its `Volume`
                     out,                   # SEG file to write (e.g. `seg.dcm`)
-                    labels:dict|None=None, # mask value -> segment (name in `SEGMENTS` or a `Segment`); None: 1 = COVID-19 infiltrate
+                    labels:dict|None=None, # value -> segment (`SEGMENTS` name or `Segment`); None: 1 = infiltrate
                     description:str=DESCRIPTION, # SeriesDescription of the SEG (at most 64 characters)
                     overwrite:bool=False,  # replace an existing `out`
                     series_number:int=900, # SeriesNumber of the new SEG series
-                    parameters:dict|None=None, # algorithm parameters to record; None: the mask's `mode`/`tta` meta if present
+                    parameters:dict|None=None, # algorithm parameters to record; None: the mask's `mode`/`tta` meta
                    )->Path:
     "Write `mask` as a binary DICOM SEG referencing every slice of `series`, atomically; return the path."
     out = Path(out)
-    if out.exists() and not overwrite: raise FileExistsError(f"{out}: exists already (pass overwrite=True to replace it)")
+    if out.exists() and not overwrite:
+        raise FileExistsError(f"{out}: exists already (pass overwrite=True to replace it)")
     if len(description) > 64: raise ValueError(f"description has {len(description)} characters; DICOM allows 64")
     labels = dict(INFILTRATE if labels is None else labels)
     descs = segment_descriptions(labels, parameters if parameters is not None else run_parameters(mask.meta), where=out)
     src = source_series(series)
     folder = Path(src.meta['files'][0]).parent.resolve()
     if folder == out.resolve().parent or folder in out.resolve().parents:
-        raise CovsegInputError(out, "lies in the source series' folder; a SEG there would be read as part of the series, write it elsewhere")
+        raise CovsegInputError(out, "lies in the source series' folder; a SEG there would be read as part of the "
+                                    "series, write it elsewhere")
     check_same_grid(src, mask)
     if mask.meta.get('series_uid', src.meta['series_uid']) != src.meta['series_uid']:
-        raise CovsegInputError(mask.path or 'mask', f"was computed from series {mask.meta['series_uid']}, not from {src.meta['series_uid']} in {src.path}")
+        raise CovsegInputError(mask.path or 'mask', f"was computed from series {mask.meta['series_uid']}, not from "
+                                                    f"{src.meta['series_uid']} in {src.path}")
     pixels = _label_mask(mask, labels)
     seg = hd.seg.Segmentation(source_images=source_headers(src), pixel_array=pixels, segmentation_type='BINARY',
-          segment_descriptions=descs, series_instance_uid=hd.UID(), series_number=series_number, sop_instance_uid=hd.UID(),
-          instance_number=1, manufacturer='covseg', manufacturer_model_name='covseg R3DUNet', software_versions=__version__,
-          device_serial_number='none', content_label='COVSEG', content_description='Automatic segmentation by covseg (research software)',
-          series_description=description, content_creator_name='covseg', omit_empty_frames=bool(pixels.any()))   # all empty: highdicom must keep every frame
+          segment_descriptions=descs, series_instance_uid=hd.UID(), series_number=series_number,
+          sop_instance_uid=hd.UID(), instance_number=1, manufacturer='covseg', manufacturer_model_name='covseg R3DUNet',
+          software_versions=__version__, device_serial_number='none', content_label='COVSEG',
+          content_description='Automatic segmentation by covseg (research software)',
+          series_description=description, content_creator_name='covseg',
+          omit_empty_frames=bool(pixels.any()))   # all empty: highdicom must keep every frame
     with atomic_path(out, overwrite=overwrite) as tmp: seg.save_as(tmp)
     return out
 
@@ -159,12 +181,16 @@ def read_dicom_seg(path,   # DICOM SEG file
     path = Path(path)
     if not path.is_file(): raise CovsegInputError(path, "file not found")
     try: seg = hd.seg.segread(path)
-    except Exception as e: raise CovsegInputError(path, f"is not a readable DICOM SEG ({type(e).__name__}: {str(e)[:160]})") from None
+    except Exception as e:
+        raise CovsegInputError(path, f"is not a readable DICOM SEG ({type(e).__name__}: {str(e)[:160]})") from None
     src = source_series(series)
     refs = {str(s.SeriesInstanceUID) for s in seg.get('ReferencedSeriesSequence', [])}
     if src.meta['series_uid'] not in refs:
-        raise CovsegInputError(path, f"references series {sorted(refs)}, not the series {src.meta['series_uid']} in {src.path}")
+        raise CovsegInputError(path, f"references series {sorted(refs)}, not the series {src.meta['series_uid']} "
+                                     f"in {src.path}")
     try: px = seg.get_pixels_by_source_instance(src.meta['sop_uids'], combine_segments=True, dtype=np.uint8)
-    except (RuntimeError, ValueError, KeyError) as e: raise CovsegInputError(path, f"cannot be laid onto the series ({e})") from None
+    except (RuntimeError, ValueError, KeyError) as e:
+        raise CovsegInputError(path, f"cannot be laid onto the series ({e})") from None
     names = {int(d.SegmentNumber): str(d.SegmentLabel) for d in seg.SegmentSequence}
-    return Volume(px, src.geometry, str(path), {**src.meta, 'segments': names, 'seg_series_uid': str(seg.SeriesInstanceUID)})
+    return Volume(px, src.geometry, str(path),
+                  {**src.meta, 'segments': names, 'seg_series_uid': str(seg.SeriesInstanceUID)})

@@ -40,18 +40,21 @@ def is_main()->bool:
     return rank() == 0
 
 def rank_seed(seed:int)->int:
-    "The seed of this process's own random streams (augmentation, shuffling): `seed` on rank 0 — as a single process — and apart on the others."
+    ("The seed of this process's own random streams (augmentation, shuffling): `seed` on rank 0 — as a single "
+     "process — and apart on the others.")
     return seed + 1000 * rank()
 
 # %% ../nbs/13_distributed.ipynb #c010
 def setup(device=None)->torch.device:
-    "Join the launched run's process group (once) and return this process's device: GPU `LOCAL_RANK` (NCCL), or the CPU (gloo) when there is no GPU or `device` is 'cpu'."
+    ("Join the launched run's process group (once) and return this process's device: GPU `LOCAL_RANK` (NCCL), or the "
+     "CPU (gloo) when there is no GPU or `device` is 'cpu'.")
     from accelerate import PartialState
     cpu = not torch.cuda.is_available() or (device is not None and torch.device(device).type == 'cpu')
     fresh = not dist.is_initialized()
     state = PartialState(cpu=cpu)
     if not dist.is_initialized():
-        raise RuntimeError(f"WORLD_SIZE={os.environ.get('WORLD_SIZE')} but no process group could be set up (accelerate: {state.distributed_type})")
+        raise RuntimeError(f"WORLD_SIZE={os.environ.get('WORLD_SIZE')} but no process group could be set up "
+                           f"(accelerate: {state.distributed_type})")
     if fresh: atexit.register(teardown_distrib)
     return torch.device('cpu') if cpu else state.device
 
@@ -92,14 +95,16 @@ def all_ranks(ok)->bool:
 
 # %% ../nbs/13_distributed.ipynb #c015
 def cpu_broadcast(self:DistributedDL, t, rank:int)->list:
-    "fastai's `DistributedDL._broadcast` with a CPU tensor: rank `rank`'s list `t` on every process (the gloo backend)."
+    ("fastai's `DistributedDL._broadcast` with a CPU tensor: rank `rank`'s list `t` on every process (the gloo "
+     "backend).")
     t = torch.as_tensor(list(t), dtype=torch.long)
     dist.broadcast(t, rank)
     return t.tolist()
 
 @contextmanager
 def gloo_broadcast_on_cpu():
-    "While open, `DistributedDL` broadcasts on the CPU if the process group's backend is gloo (NCCL: fastai's own method, unchanged)."
+    ("While open, `DistributedDL` broadcasts on the CPU if the process group's backend is gloo (NCCL: fastai's own "
+     "method, unchanged).")
     orig, on = DistributedDL._broadcast, dist.is_initialized() and dist.get_backend() == 'gloo'
     if on: DistributedDL._broadcast = cpu_broadcast
     try: yield on
@@ -114,15 +119,18 @@ def unwrap_dl(dl):
     "The data loader inside fastai's `DistributedDL` (`dl` itself otherwise)."
     return dl.dl if isinstance(dl, DistributedDL) else dl
 
+# %% ../nbs/13_distributed.ipynb #c020s
 class SyncBuffers(Callback):
-    "Before each validation copy rank 0's buffers (BatchNorm running statistics) to every process: all validate, and end with, the model rank 0 saves."
+    ("Before each validation copy rank 0's buffers (BatchNorm running statistics) to every process: all validate, "
+     "and end with, the model rank 0 saves.")
     order = 12          # after fastai's DistributedTrainer (11) has wrapped the model
     def before_validate(self):
         for b in unwrap_model(self.learn.model).buffers(): dist.broadcast(b, 0)
 
 @contextmanager
 def ddp(learn, device=None):
-    "Train `learn` data-parallel inside fastai's `Learner.distrib_ctx` when launched (as it is otherwise): per-process BatchNorm, rank 0's buffers before validation, the gloo broadcast on the CPU."
+    ("Train `learn` data-parallel inside fastai's `Learner.distrib_ctx` when launched (as it is otherwise): "
+     "per-process BatchNorm, rank 0's buffers before validation, the gloo broadcast on the CPU.")
     if not launched():
         yield learn; return
     cpu = torch.device(device if device is not None else 'cpu').type == 'cpu'

@@ -10,7 +10,9 @@ import json, time
 from pathlib import Path
 import numpy as np
 import pandas as pd
-from .io import CovsegInputError, atomic_path, read_image, write_image, progress
+from .io import CovsegInputError, atomic_path, read_image, write_image, progress, check_same_grid
+from .cache import read_manifest
+from .run import RunDir
 from .datasets import _failure
 from .infer import Predictor, predict
 from .metrics import (case_metrics, micro_dice, paper_table, markdown_table, PAPER_TABLE3, dataset_order, dice,
@@ -19,7 +21,7 @@ from .io import Volume
 from .lungmask import lung_mask
 
 # %% auto #0
-__all__ = ['EVAL_SPLITS', 'resolve', 'eval_cases', 'evaluate_case', 'run_info', 'evaluate', 'mode_comparison', 'tables_markdown',
+__all__ = ['EVAL_SPLITS', 'resolve', 'eval_cases', 'evaluate_case', 'evaluate', 'mode_comparison', 'tables_markdown',
            'write_tables', 'plot_cases', 'lung_agreement', 'evaluate_lungs']
 
 # %% ../nbs/33_evaluate.ipynb #c006
@@ -35,9 +37,7 @@ def resolve(p, cache)->Path:
 
 def eval_cases(cache, splits:dict=EVAL_SPLITS)->pd.DataFrame:
     "The manifest rows of `cache` that are scored (RICORD tuning part, hold-out sets), paths resolved."
-    mp = Path(cache)/'manifest.csv'
-    if not mp.is_file(): raise CovsegInputError(mp, "manifest not found; run `covseg prepare` first")
-    man = pd.read_csv(mp, dtype={'case_id': str, 'patient_id': str})
+    man = read_manifest(cache)
     keep = np.zeros(len(man), bool)
     for d, sp in splits.items(): keep |= ((man.dataset == d) & (man.split == sp)).values
     rows = man[keep & man['mask'].notna()].copy()
@@ -50,24 +50,13 @@ def evaluate_case(predictor:Predictor, row, mode:str='paper', tta:bool=False, ou
     "Predict manifest `row`'s study, score it against its mask, write the mask under `out_dir`; return the result row."
     t0 = time.perf_counter()
     img, gt = read_image(row['image']), read_image(row['mask'])
-    if not img.geometry.same_grid(gt.geometry):
-        raise CovsegInputError(row['mask'], f"is not on the grid of its image {Path(row['image']).name}")
+    check_same_grid(img, gt, 'reference mask', 'image')
     pred = predict(predictor, img, mode=mode, tta=tta)
     m = case_metrics(pred.array > 0, gt.array > 0, img.spacing, tolerance_mm)
     if out_dir is not None: write_image(pred, Path(out_dir)/row['dataset']/f"{row['case_id']}.nii.gz", like=img)
     return dict(dataset=row['dataset'], case_id=row['case_id'], mode=mode, tta=tta, **m, seconds=round(time.perf_counter() - t0, 2))
 
 # %% ../nbs/33_evaluate.ipynb #c013
-def run_info(run_dir)->dict:
-    "The configuration and data record of a training run (`config.json`, `data.json`)."
-    run_dir = Path(run_dir)
-    out = {}
-    for k in ('config', 'data'):
-        p = run_dir/f'{k}.json'
-        if not p.is_file(): raise CovsegInputError(p, f"not found: {run_dir} is not a finished covseg training run")
-        out[k] = json.loads(p.read_text())
-    return out
-
 def _merge_csv(path:Path, new:pd.DataFrame, mode:str):
     "Replace the rows of `mode` in the CSV at `path` by `new` (atomically)."
     old = pd.read_csv(path, dtype={'case_id': str}) if path.is_file() else None
@@ -78,22 +67,22 @@ def _merge_csv(path:Path, new:pd.DataFrame, mode:str):
 def evaluate(run_dir, mode:str='paper', tta:bool=False, cache=None, device=None, predictor:Predictor|None=None,
              quiet:bool=False, tolerance_mm:float=3.)->tuple:
     "Score every tuning and hold-out case of `run_dir` in `mode`; write `eval/cases.csv`; return (cases of this mode, failures)."
-    run_dir = Path(run_dir)
+    run = RunDir(run_dir)
     if mode not in ('paper', 'sliding'): raise ValueError(f"mode must be 'paper' or 'sliding', not {mode!r}")
-    info = run_info(run_dir)
-    cache = Path(cache or info['data']['cache'])
+    run.config(); data = run.data()                  # a run that trained: both records there and readable
+    cache = Path(cache or data.cache)
     predictor = predictor or Predictor.from_run(run_dir, 2, device=device)
     cases = eval_cases(cache)
-    out_dir, rows, fails = run_dir/'eval'/mode/'masks', [], []
+    out_dir, rows, fails = run.masks_dir(mode), [], []
     for _, r in (cases.iterrows() if quiet else progress(list(cases.iterrows()), f'evaluating ({mode} mode)')):
         try: rows.append(evaluate_case(predictor, r, mode, tta, out_dir, tolerance_mm))
         except Exception as e: fails.append(_failure(r['dataset'], r['case_id'], e))
     res = pd.DataFrame(rows, columns=None if rows else ['dataset', 'case_id', 'mode', 'tta', 'dice', 'nsd'])
-    res['synthetic'] = bool(info['data'].get('synthetic'))
-    (run_dir/'eval').mkdir(exist_ok=True)
-    _merge_csv(run_dir/'eval'/'cases.csv', res, mode)
+    res['synthetic'] = bool(data.synthetic)
+    run.eval_dir.mkdir(exist_ok=True)
+    _merge_csv(run.cases_csv, res, mode)
     f = pd.DataFrame([dict(mode=mode, **vars(x)) for x in fails], columns=['mode', 'dataset', 'case_id', 'path', 'problem'])
-    _merge_csv(run_dir/'eval'/'failures.csv', f, mode)
+    _merge_csv(run.failures_csv, f, mode)
     return res, fails
 
 # %% ../nbs/33_evaluate.ipynb #c020
@@ -120,11 +109,11 @@ def tables_markdown(cases:pd.DataFrame, synthetic:bool)->str:
 
 def write_tables(run_dir)->Path:
     "Write `RUN_DIR/eval/tables.md` from `eval/cases.csv`."
-    run_dir = Path(run_dir)
-    cases = pd.read_csv(run_dir/'eval'/'cases.csv', dtype={'case_id': str})
+    run = RunDir(run_dir)
+    cases = run.cases()
     md = tables_markdown(cases, bool(cases.synthetic.any()))
-    with atomic_path(run_dir/'eval'/'tables.md') as t: t.write_text(md)
-    return run_dir/'eval'/'tables.md'
+    with atomic_path(run.tables_md) as t: t.write_text(md)
+    return run.tables_md
 
 # %% ../nbs/33_evaluate.ipynb #c024
 def plot_cases(cases:pd.DataFrame, metric:str='dice', ax=None, synthetic:bool|None=None):
@@ -153,20 +142,22 @@ def lung_agreement(image:Volume, reference:Volume, infiltrate=None, tolerance_mm
         out[f'nsd_{side}'] = normalized_surface_dice(ours == o, ref == r, image.spacing, tolerance_mm)
     return out
 
+# %% ../nbs/33_evaluate.ipynb #c027d
 def evaluate_lungs(run_dir, mode:str='paper', use_prediction:bool=True, cache=None)->pd.DataFrame:
     "covseg's lung masks against the shipped ones for every evaluated case that has one; written to `eval/lungs.csv`."
-    run_dir = Path(run_dir)
-    info = run_info(run_dir)
-    cases = eval_cases(cache or info['data']['cache'])
+    run = RunDir(run_dir)
+    data = run.data()
+    cache = cache or data.cache
+    cases = eval_cases(cache)
     cases = cases[cases['lung_mask'].notna()] if 'lung_mask' in cases else cases.iloc[:0]
     rows = []
     for _, r in cases.iterrows():
         img = read_image(r['image'])
-        inf = read_image(run_dir/'eval'/mode/'masks'/r['dataset']/f"{r['case_id']}.nii.gz").array > 0 if use_prediction else None
+        inf = read_image(run.masks_dir(mode)/r['dataset']/f"{r['case_id']}.nii.gz").array > 0 if use_prediction else None
         rows.append(dict(dataset=r['dataset'], case_id=r['case_id'], mode=mode, with_prediction=use_prediction,
-                         **lung_agreement(img, read_image(resolve(r['lung_mask'], cache or info['data']['cache'])), inf)))
+                         **lung_agreement(img, read_image(resolve(r['lung_mask'], cache)), inf)))
     df = pd.DataFrame(rows, columns=None if rows else ['dataset', 'case_id', 'mode', 'dice_left', 'dice_right', 'nsd_left', 'nsd_right'])
-    df['synthetic'] = bool(info['data'].get('synthetic'))
-    (run_dir/'eval').mkdir(exist_ok=True)
-    with atomic_path(run_dir/'eval'/'lungs.csv') as t: df.to_csv(t, index=False)
+    df['synthetic'] = bool(data.synthetic)
+    run.eval_dir.mkdir(exist_ok=True)
+    with atomic_path(run.lungs_csv) as t: df.to_csv(t, index=False)
     return df

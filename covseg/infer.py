@@ -15,6 +15,7 @@ from fastcore.basics import patch
 from .io import CovsegInputError, Volume, read_image, write_image, progress, is_image_file, NIFTI_SUFFIXES, check_ct
 from .transforms import model_input, to_study_grid, grid_at_spacing, orientation_note, normalise_hu, AIR_LEVEL
 from .model import R3DUNet, read_state_dict, state_mismatch
+from .run import locate
 
 # %% auto #0
 __all__ = ['TTA_AXES', 'PROGRESS_MIN_PATCHES', 'PAD_VALUE', 'MODES', 'Predictor', 'tta_flips', 'foreground_proba',
@@ -194,26 +195,7 @@ def predict_file(predictor:Predictor, # the network and how it was trained
     mask = predict(predictor, vol, mode, tta, **kwargs)
     return write_image(mask, output, like=vol.geometry, overwrite=overwrite)
 
-# %% ../nbs/30_infer.ipynb #c049
-def _locate_run(path, stage:int)->tuple:
-    "(run dir, stage, weights file) from a run dir, a stage dir or a weights file inside one."
-    path = Path(path)
-    if not path.exists(): raise CovsegInputError(path, "not found (expected a run folder, a stage folder or a best.pth)")
-    if path.is_file(): sdir, weights = path.parent, path
-    elif re.fullmatch(r'stage\d+', path.name) and (path.parent/'config.json').is_file(): sdir, weights = path, path/'best.pth'
-    else: sdir, weights = None, None
-    if sdir is not None:
-        m = re.fullmatch(r'stage(\d+)', sdir.name)
-        run = sdir.parent if (sdir.parent/'config.json').is_file() else sdir
-        stage = int(m[1]) if m else stage
-    else: run = path
-    if stage not in (1, 2): raise ValueError(f"stage must be 1 or 2, got {stage}")
-    if weights is None: weights = run/f"stage{stage}"/'best.pth'
-    if not (run/'config.json').is_file():
-        raise CovsegInputError(run/'config.json', "not found: not a covseg run folder (expected RUN_DIR/config.json beside RUN_DIR/stage1, stage2)")
-    if not weights.is_file(): raise CovsegInputError(weights, f"not found: stage {stage} of this run has no best weights (trained?)")
-    return run, stage, weights
-
+# %% ../nbs/30_infer.ipynb #c049a
 def _read_weights(path)->dict:
     "The state dict at `path`, or a `CovsegInputError` naming it."
     try: return read_state_dict(path)
@@ -230,22 +212,18 @@ def load_weights(model:nn.Module, # the network to fill
     model.load_state_dict(sd)
     return model
 
+# %% ../nbs/30_infer.ipynb #c049d
 @patch(cls_method=True)
 def from_run(cls:Predictor, path,  # a run folder, a stage folder (RUN_DIR/stage2) or a weights file (RUN_DIR/stage2/best.pth)
              stage:int=2,          # which stage of a run folder (a stage folder or weights file names its own)
              device=None,          # torch device; None: CUDA if available, else CPU
             )->Predictor:
     "The trained `R3DUNet` of a covseg run with the grid and spacing of its stage."
-    run, stage, weights = _locate_run(path, stage)
-    cpath = run/'config.json'
-    try:
-        cfg = json.loads(cpath.read_text())
-        grid, n_classes = tuple(int(g) for g in cfg[f"stage{stage}"]['grid']), int(cfg.get('n_classes', 2))
-    except (OSError, ValueError, KeyError, TypeError) as e: raise CovsegInputError(cpath, f"cannot be read as a covseg training config ({type(e).__name__}: {e})") from None
-    spacing, dpath = None, run/'data.json'
-    if dpath.is_file():
-        try: spacing = tuple(float(s) for s in json.loads(dpath.read_text())['spacing'][str(stage)])
-        except (ValueError, KeyError, TypeError) as e: raise CovsegInputError(dpath, f"has no readable spacing for stage {stage} ({type(e).__name__}: {e})") from None
+    run, stage, weights = locate(path, stage)
+    cfg, spacing = run.config(), None
+    if run.data_file.is_file():                      # a run copied without it still predicts in paper mode
+        spacing = run.data().spacing.get(stage)
+        if spacing is None: raise CovsegInputError(run.data_file, f"has no spacing for stage {stage}")
     sd = _read_weights(weights)                      # a file that is no state dict fails before the network is built
-    model = load_weights(R3DUNet(n_classes), weights, sd)
-    return cls(model, grid, spacing, device)
+    model = load_weights(R3DUNet(cfg.n_classes), weights, sd)
+    return cls(model, cfg.stage(stage).grid, spacing, device)

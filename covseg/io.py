@@ -35,7 +35,8 @@ def interactive()->bool:
 
 class LogProgress:
     "Progress for a log: a line when a tenth of `items` (or 30 s of work) more is done, and one at the end."
-    def __init__(self, items, what:str='', every_s:float=30.): self.items, self.what, self.every_s = list(items), what, every_s
+    def __init__(self, items, what:str='', every_s:float=30.):
+        self.items, self.what, self.every_s = list(items), what, every_s
     def __len__(self): return len(self.items)
     def __iter__(self):
         n, t0 = len(self.items), time.time()
@@ -103,8 +104,10 @@ class Geometry:
 
 # %% ../nbs/00_io.ipynb #c017
 def patient_axes(direction)->tuple:
-    "(axes, against) of a (z, y, x) grid with ITK `direction`: per array axis, the index (0 L, 1 P, 2 S) of the patient axis it runs closest to, and whether it runs against it."
-    D = np.asarray(direction, float).reshape(3, 3)          # column i: ITK index axis i (x, y, z) in patient coordinates
+    ("(axes, against) of a (z, y, x) grid with ITK `direction`: per array axis, the index (0 L, 1 P, 2 S) of the "
+     "patient axis it runs closest to, and whether it runs against it.")
+    # column i: ITK index axis i (x, y, z) in patient coordinates
+    D = np.asarray(direction, float).reshape(3, 3)
     axes = tuple(int(np.abs(D[:, 2 - a]).argmax()) for a in range(3))
     return axes, tuple(bool(D[k, 2 - a] < 0) for a, k in enumerate(axes))
 
@@ -157,9 +160,11 @@ def replace_dir(tmp:Path, final:Path):
 
 @contextlib.contextmanager
 def atomic_path(path, overwrite:bool=True):
-    "Yield a temporary path beside `path` (same suffixes); move it (a file or a folder) to `path` only if the block succeeds."
+    ("Yield a temporary path beside `path` (same suffixes); move it (a file or a folder) to `path` only if the block "
+     "succeeds.")
     path = Path(path)
-    if path.exists() and not overwrite: raise FileExistsError(f"{path}: exists already (pass overwrite=True to replace it)")
+    if path.exists() and not overwrite:
+        raise FileExistsError(f"{path}: exists already (pass overwrite=True to replace it)")
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".tmp-{uuid.uuid4().hex[:8]}-{path.name}")
     try:
@@ -181,9 +186,11 @@ def _check_3d(img:sitk.Image, path)->sitk.Image:
     "`img` as a 3D image, or a clear error for 2D and true 4D input."
     if img.GetDimension() == 4 and img.GetSize()[3] == 1: img = img[:, :, :, 0]
     if img.GetDimension() != 3 or min(img.GetSize()) < 2:
-        raise CovsegInputError(path, f"is not a 3D volume (size {img.GetSize()} in x, y, z); a CT volume with at least 2 slices is needed")
+        raise CovsegInputError(path, f"is not a 3D volume (size {img.GetSize()} in x, y, z); a CT volume with at least "
+                                     "2 slices is needed")
     if img.GetNumberOfComponentsPerPixel() != 1:
-        raise CovsegInputError(path, f"has {img.GetNumberOfComponentsPerPixel()} components per voxel (colour?); a grey CT volume is needed")
+        raise CovsegInputError(path, f"has {img.GetNumberOfComponentsPerPixel()} components per voxel (colour?); a "
+                                     "grey CT volume is needed")
     return img
 
 def _check_finite(arr:np.ndarray, path):
@@ -213,24 +220,29 @@ def _nifti_header(hdr:bytes)->dict|None:
     return dict(end=end, code=code, offset=off, nbytes=off + nvox * bitpix // 8, qform_code=q, sform_code=s, srow=srow)
 
 def _nifti_check(path)->dict|None:
-    "Refuse a truncated NIfTI file and count NaN/inf voxels in float ones (ITK reads both silently: missing data as garbage, NaN as 0); return its header facts."
+    ("Refuse a truncated NIfTI file and count NaN/inf voxels in float ones (ITK reads both silently: missing data as "
+     "garbage, NaN as 0); return its header facts.")
     path = Path(path); gz = str(path).lower().endswith('.gz')
     if not str(path).lower().endswith(('.nii', '.nii.gz')): return
     with (gzip.open if gz else open)(path, 'rb') as f: h = _nifti_header(f.read(540))
     if h is None: return
     if not gz:
         size = path.stat().st_size
-        if size < h['nbytes']: raise CovsegInputError(path, f"is truncated: {size} bytes of the {h['nbytes']} its header announces")
+        if size < h['nbytes']:
+            raise CovsegInputError(path, f"is truncated: {size} bytes of the {h['nbytes']} its header announces")
     else:
         with open(path, 'rb') as f:
             f.seek(-4, 2); isize = int(np.frombuffer(f.read(4), '<u4')[0])
-        if isize != h['nbytes'] % 2**32 or h['code'] in (16, 64):   # stream it: a truncated/odd gzip, or a float file to scan for NaN
+        # stream it: a truncated/odd gzip, or a float file to scan for NaN
+        if isize != h['nbytes'] % 2**32 or h['code'] in (16, 64):
             total = 0
             try:
                 with gzip.open(path, 'rb') as f:
                     while chunk := f.read(1 << 24): total += len(chunk)
-            except (EOFError, OSError, zlib.error) as e: raise CovsegInputError(path, f"is truncated or corrupt ({e})") from None
-            if total < h['nbytes']: raise CovsegInputError(path, f"is truncated: {total} bytes of the {h['nbytes']} its header announces")
+            except (EOFError, OSError, zlib.error) as e:
+                raise CovsegInputError(path, f"is truncated or corrupt ({e})") from None
+            if total < h['nbytes']:
+                raise CovsegInputError(path, f"is truncated: {total} bytes of the {h['nbytes']} its header announces")
     dt = {16: 'f4', 64: 'f8'}.get(h['code'])
     if dt is None: return h
     bad, item = 0, np.dtype(dt).itemsize
@@ -258,8 +270,10 @@ def _sform_grid(srow:np.ndarray, size, path)->Geometry:
     sp = np.linalg.norm(A[:, :3], axis=0)
     D = A[:, :3] / sp
     if not np.allclose(D.T @ D, np.eye(3), atol=1e-4):
-        raise CovsegInputError(path, "its sform shears the voxel axes (they are not orthogonal); resample it onto an orthogonal grid first")
-    return Geometry(tuple(size), tuple(float(s) for s in sp[::-1]), tuple(float(t) for t in A[:, 3]), tuple(float(d) for d in D.ravel()))
+        raise CovsegInputError(path, "its sform shears the voxel axes (they are not orthogonal); resample it onto an "
+                                     "orthogonal grid first")
+    return Geometry(tuple(size), tuple(float(s) for s in sp[::-1]), tuple(float(t) for t in A[:, 3]),
+                    tuple(float(d) for d in D.ravel()))
 
 def read_nifti(path)->Volume:
     "Read a NIfTI (or MHA/NRRD) file as a `Volume`, refusing corrupt, 2D, non-grey and non-finite input."
@@ -268,7 +282,8 @@ def read_nifti(path)->Volume:
     try: img = sitk.ReadImage(str(path))
     except RuntimeError as e:
         if (h := _sform_only(path)) is not None: _sform_grid(h['srow'], (1, 1, 1), path)   # a shearing sform: say so
-        raise CovsegInputError(path, f"cannot be read, truncated or corrupt? ({str(e).strip().splitlines()[-1][:200]})") from None
+        raise CovsegInputError(path, "cannot be read, truncated or corrupt? "
+                                     f"({str(e).strip().splitlines()[-1][:200]})") from None
     img = _check_3d(img, path)
     h = _nifti_check(path)
     sform_only = _only_sform(h)
@@ -306,8 +321,10 @@ def dicom_header(path)->dict|None:
     return dict(path=str(path), patient_id=str(_f(ds, 'PatientID', '')), study_uid=str(_f(ds, 'StudyInstanceUID', '')),
                 series_uid=str(_f(ds, 'SeriesInstanceUID', '')), sop_uid=str(sop),
                 modality=str(_f(ds, 'Modality', '')), series_description=str(_f(ds, 'SeriesDescription', '')),
-                kernel=str(_f(ds, 'ConvolutionKernel', '')), image_type='\\'.join(map(str, _f(ds, 'ImageType', []) or [])),
-                instance=int(_f(ds, 'InstanceNumber', 0) or 0), rows=int(_f(ds, 'Rows', 0) or 0), columns=int(_f(ds, 'Columns', 0) or 0),
+                kernel=str(_f(ds, 'ConvolutionKernel', '')),
+                image_type='\\'.join(map(str, _f(ds, 'ImageType', []) or [])),
+                instance=int(_f(ds, 'InstanceNumber', 0) or 0), rows=int(_f(ds, 'Rows', 0) or 0),
+                columns=int(_f(ds, 'Columns', 0) or 0),
                 orientation=None if iop is None else tuple(float(x) for x in iop),
                 position=None if ipp is None else tuple(float(x) for x in ipp),
                 thickness=float(_f(ds, 'SliceThickness', 0) or 0),
@@ -327,12 +344,15 @@ def is_axial(orientation, tol:float=0.1)->bool:
 # %% ../nbs/00_io.ipynb #c039
 def sort_series(headers:list, folder='series', rel_tol:float=0.1)->list:
     "Headers of one series sorted along the slice normal; refuses duplicated, missing or unevenly spaced slices."
-    if len(headers) < 2: raise CovsegInputError(folder, f"has {len(headers)} DICOM slice(s); a 3D series needs at least 2")
+    if len(headers) < 2:
+        raise CovsegInputError(folder, f"has {len(headers)} DICOM slice(s); a 3D series needs at least 2")
     for k in ('series_uid', 'orientation', 'rows', 'columns'):
         vals = {h[k] if k != 'orientation' else tuple(np.round(h[k], 3)) if h[k] else None for h in headers}
-        if len(vals) > 1: raise CovsegInputError(folder, f"slices differ in {k} ({len(vals)} values); not one consistent series")
+        if len(vals) > 1:
+            raise CovsegInputError(folder, f"slices differ in {k} ({len(vals)} values); not one consistent series")
     if headers[0]['orientation'] is None or any(h['position'] is None for h in headers):
-        raise CovsegInputError(folder, "slices lack ImagePositionPatient/ImageOrientationPatient; cannot place them in space")
+        raise CovsegInputError(folder, "slices lack ImagePositionPatient/ImageOrientationPatient; cannot place them in "
+                                       "space")
     n = slice_normal(headers[0]['orientation'])
     pos = np.array([np.dot(n, h['position']) for h in headers])
     order = np.argsort(pos, kind='stable')
@@ -341,22 +361,27 @@ def sort_series(headers:list, folder='series', rel_tol:float=0.1)->list:
     dup = np.flatnonzero(np.abs(gaps) < 1e-3)
     if len(dup):
         a, b = hs[dup[0]], hs[dup[0] + 1]
-        raise CovsegInputError(folder, f"{len(dup)} duplicated slice position(s), e.g. {Path(a['path']).name} and {Path(b['path']).name} both at {pos[dup[0]]:.2f} mm")
+        raise CovsegInputError(folder, f"{len(dup)} duplicated slice position(s), e.g. {Path(a['path']).name} and "
+                                       f"{Path(b['path']).name} both at {pos[dup[0]]:.2f} mm")
     med = float(np.median(gaps))
     bad = np.flatnonzero(np.abs(gaps - med) > rel_tol * med)
     if len(bad):
         i = bad[0]
-        what = (f"missing slice(s): a gap of {gaps[i]:.2f} mm" if gaps[i] > med else f"uneven slice spacing: {gaps[i]:.2f} mm")
-        raise CovsegInputError(folder, f"{what} between {Path(hs[i]['path']).name} and {Path(hs[i+1]['path']).name} where the series has {med:.2f} mm")
+        what = (f"missing slice(s): a gap of {gaps[i]:.2f} mm" if gaps[i] > med
+                else f"uneven slice spacing: {gaps[i]:.2f} mm")
+        raise CovsegInputError(folder, f"{what} between {Path(hs[i]['path']).name} and {Path(hs[i+1]['path']).name} "
+                                       f"where the series has {med:.2f} mm")
     return hs
 
 # %% ../nbs/00_io.ipynb #c040
 def read_dicom_series(files, folder=None)->Volume:
-    "Read one DICOM series (a folder holding one series, its files, or their headers from `dicom_header`) as a `Volume` in HU (rescale applied)."
+    ("Read one DICOM series (a folder holding one series, its files, or their headers from `dicom_header`) as a "
+     "`Volume` in HU (rescale applied).")
     if isinstance(files, (str, Path)):
         folder = folder or files
         files = sorted(p for p in Path(files).rglob('*') if p.is_file())
-    given = len(files) > 0 and isinstance(files[0], dict)      # headers already read (e.g. `scan_dicom` rows): not read again
+    # headers already read (e.g. `scan_dicom` rows): not read again
+    given = len(files) > 0 and isinstance(files[0], dict)
     folder = folder or (Path(files[0]['path'] if given else files[0]).parent if len(files) else 'series')
     if not Path(folder).exists(): raise CovsegInputError(folder, "folder not found")
     headers = list(files) if given else [h for h in map(dicom_header, files) if h is not None]
@@ -365,7 +390,8 @@ def read_dicom_series(files, folder=None)->Volume:
     if mods and mods != ['CT']:
         raise CovsegInputError(folder, f"is a {'/'.join(mods)} series, not CT: covseg segments CT in Hounsfield units")
     if len({h['series_uid'] for h in headers}) > 1:
-        raise CovsegInputError(folder, f"holds {len({h['series_uid'] for h in headers})} series; pass the files of one series")
+        raise CovsegInputError(folder, f"holds {len({h['series_uid'] for h in headers})} series; pass the files of one "
+                                       "series")
     hs = sort_series(headers, folder)
     reader = sitk.ImageSeriesReader()
     reader.SetFileNames([h['path'] for h in hs])
@@ -373,7 +399,9 @@ def read_dicom_series(files, folder=None)->Volume:
     except RuntimeError:
         for h in hs:  # find the culprit to name it
             try: sitk.GetArrayFromImage(sitk.ReadImage(h['path']))
-            except RuntimeError as e2: raise CovsegInputError(h['path'], f"DICOM pixel data cannot be read, truncated or corrupt? ({str(e2).strip().splitlines()[-1][:160]})") from None
+            except RuntimeError as e2:
+                raise CovsegInputError(h['path'], "DICOM pixel data cannot be read, truncated or corrupt? "
+                                                  f"({str(e2).strip().splitlines()[-1][:160]})") from None
         raise CovsegInputError(folder, "the series cannot be read as one volume") from None
     img = _check_3d(img, folder)
     arr = sitk.GetArrayFromImage(img).astype(np.float32)
@@ -390,7 +418,8 @@ def read_dicom_series(files, folder=None)->Volume:
                      tuple(float(v) for v in np.stack([o[:3], o[3:], n], 1).ravel()))
         tilt = float(np.degrees(np.arctan2(np.hypot(*off[-1]), gap * (len(hs) - 1))))
     meta = dict(sop_uids=[h['sop_uid'] for h in hs], series_uid=h0['series_uid'], study_uid=h0['study_uid'],
-                patient_id=h0['patient_id'], files=[h['path'] for h in hs], modality=h0['modality'], tilt_deg=round(tilt, 2),
+                patient_id=h0['patient_id'], files=[h['path'] for h in hs], modality=h0['modality'],
+                tilt_deg=round(tilt, 2),
                 contrast=h0.get('contrast', ''))
     return Volume(arr, g, str(folder), meta)
 
@@ -398,13 +427,15 @@ def read_dicom_series(files, folder=None)->Volume:
 TILT_TOL = 0.05   # in-plane drift of a slice, in pixels, from which a series counts as tilted and is corrected
 
 def inplane_offsets(headers:list)->np.ndarray:
-    "(n, 2) in-plane position (mm, along the column and the row cosine) of each slice of a sorted series relative to the first: zero unless the stack is sheared."
+    ("(n, 2) in-plane position (mm, along the column and the row cosine) of each slice of a sorted series relative to "
+     "the first: zero unless the stack is sheared.")
     o = np.asarray(headers[0]['orientation'], float)
     p = np.array([h['position'] for h in headers], float) - np.asarray(headers[0]['position'], float)
     return np.stack([p @ o[3:], p @ o[:3]], 1)
 
 def untilt(arr:np.ndarray, offsets_px:np.ndarray, cval:float)->np.ndarray:
-    "float32 copy of the (z, y, x) stack `arr` with each slice moved in-plane by its offset (pixels, (row, column)), so that the stack becomes orthogonal."
+    ("float32 copy of the (z, y, x) stack `arr` with each slice moved in-plane by its offset (pixels, (row, column)), "
+     "so that the stack becomes orthogonal.")
     out = np.empty(arr.shape, np.float32)
     for k in range(len(arr)):
         ndimage.shift(arr[k].astype(np.float32), offsets_px[k], output=out[k], order=1, mode='constant', cval=cval)
@@ -429,7 +460,8 @@ def check_same_grid(image:Volume, # the reference: the image (or the labels) the
     if a.same_grid(b, tol=1e-3): return
     diffs = [k for k in ('size', 'spacing', 'origin', 'direction') if np.shape(getattr(a, k)) != np.shape(getattr(b, k))
              or not np.allclose(getattr(a, k), getattr(b, k), atol=1e-3)]
-    raise CovsegInputError(mask.path or what, f"{what} does not lie on the grid of the {ref_what} {image.path or ''} (differs in "
+    raise CovsegInputError(mask.path or what,
+                           f"{what} does not lie on the grid of the {ref_what} {image.path or ''} (differs in "
                            f"{', '.join(diffs)}: " + '; '.join(f"{k} {getattr(b, k)} vs {getattr(a, k)}" for k in diffs)
                            + "); resample it onto that grid first (covseg.transforms.resample_to, nearest for masks)")
 
@@ -441,16 +473,18 @@ def check_ct(vol:Volume, # the study
     "Return `vol` if it is a 3D CT volume in Hounsfield units (air in it), else raise a `CovsegInputError` naming it."
     where, a = vol.path or 'volume', vol.array
     if a.ndim != 3 or min(a.shape) < 2:
-        raise CovsegInputError(where, f"is not a 3D grey volume (array shape {a.shape}): a CT volume (z, y, x) of several "
-                                      "slices is needed, not a 2D or colour image")
+        raise CovsegInputError(where, f"is not a 3D grey volume (array shape {a.shape}): a CT volume (z, y, x) of "
+                                      "several slices is needed, not a 2D or colour image")
     if a.dtype == bool or not (np.issubdtype(a.dtype, np.integer) or np.issubdtype(a.dtype, np.floating)):
-        raise CovsegInputError(where, f"holds {a.dtype} voxels; a CT in Hounsfield units (integers or floats) is needed")
+        raise CovsegInputError(where, f"holds {a.dtype} voxels; a CT in Hounsfield units (integers or floats) "
+                                      "is needed")
     lo, hi = float(a.min()), float(a.max())
     if not (np.isfinite(lo) and np.isfinite(hi)): raise CovsegInputError(where, "contains NaN or infinite voxels")
     if lo > AIR_MAX_HU:
-        raise CovsegInputError(where, f"holds no air: no voxel below {AIR_MAX_HU:.0f} HU (its minimum is {lo:.0f}), so it is "
-                                      "not a CT in Hounsfield units (a chest CT always holds air, about -1000 HU). Windowed "
-                                      "to 0..255, DICOM values without RescaleSlope/RescaleIntercept, another modality or a mask?")
+        raise CovsegInputError(where, f"holds no air: no voxel below {AIR_MAX_HU:.0f} HU (its minimum is {lo:.0f}), "
+                                      "so it is not a CT in Hounsfield units (a chest CT always holds air, about -1000 "
+                                      "HU). Windowed to 0..255, DICOM values without RescaleSlope/RescaleIntercept, "
+                                      "another modality or a mask?")
     return vol
 
 # %% ../nbs/00_io.ipynb #c052e

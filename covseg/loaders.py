@@ -18,53 +18,45 @@ with quiet_fastai():                     # fastai under torch 2.14: one known Fu
     from fastai.torch_core import TensorImage, TensorMask, default_device
     from fastai.data.core import TfmdDL, DataLoaders, ItemTransform, Transform
 from .io import CovsegInputError, HU_WINDOW
-from .preprocess import load_case, grid_name
+from .cache import MANIFEST, load_case, entries, read_manifest
 from .transforms import normalise_hu, AIR_HU, AIR_LEVEL
 
 # %% auto #0
-__all__ = ['NOISE_BANK_SEED', 'entries', 'CachedVolumes', 'LungWindow', 'AugConfig', 'corner_points', 'rotation', 'dense',
-           'zsteps', 'zpass', 'warp1', 'warp', 'draw', 'noise_window', 'augment', 'Augment3D', 'make_dls']
-
-# %% ../nbs/12_loaders.ipynb #c012
-def entries(cache, manifest:pd.DataFrame, grid, split:str)->list:
-    "Absolute entry folders of the `manifest` rows of `split` ('train', 'tune' or 'test') on `grid` (a (z, y, x) tuple or a name like '20x256x256')."
-    name = grid if isinstance(grid, str) else grid_name(grid)
-    col = f"cache_{name}"
-    if col not in manifest.columns:
-        have = [c[6:] for c in manifest.columns if c.startswith('cache_')]
-        raise CovsegInputError(Path(cache)/'manifest.csv', f"has no {name} grid (it has {', '.join(have) or 'none'}); run `covseg prepare --grids {name}`")
-    root = Path(cache).resolve()
-    return [root/p for p in manifest.loc[manifest.split == split, col]]
+__all__ = ['DRAW_COLUMNS', 'NOISE_BANK_SEED', 'CachedVolumes', 'LungWindow', 'AugConfig', 'corner_points', 'dense', 'rotation',
+           'zsteps', 'zpass', 'warp1', 'warp', 'Draws', 'draw', 'noise_window', 'augment', 'Augment3D', 'make_dls']
 
 # %% ../nbs/12_loaders.ipynb #c015
 class CachedVolumes(torch.utils.data.Dataset):
-    "Items (image 1 x D x H x W int16 in HU, mask D x H x W uint8) from cache entry folders, as stored; `LungWindow` scales images per batch."
+    "Items (image 1 x D x H x W int16 in HU, mask D x H x W uint8) from cache entry folders, as stored."
     n_inp = 1
     def __init__(self,
                  entries:list,              # entry folders (absolute), e.g. from `entries`
-                 split_idx:int|None=None):  # 0 for training, 1 for validation: fastai applies `split_idx=0` transforms to 0 only
+                 split_idx:int|None=None):  # 0: training, 1: validation (fastai applies `split_idx=0` tfms to 0 only)
         self.entries, self.split_idx = [Path(e) for e in entries], split_idx
         bad = [e for e in self.entries if not ((e/'image.npy').is_file() and (e/'mask.npy').is_file())]
-        if bad: raise CovsegInputError(bad[0], f"is not a cache entry ({len(bad)} of {len(self.entries)} missing); run `covseg prepare` again")
+        if bad: raise CovsegInputError(bad[0], f"is not a cache entry ({len(bad)} of {len(self.entries)} missing); "
+                                               "run `covseg prepare` again")
     def __len__(self): return len(self.entries)
     def __getitem__(self, i):
         img, msk, _ = load_case(self.entries[i])
-        return TensorImage(torch.from_numpy(np.array(img))[None]), TensorMask(torch.from_numpy(np.array(msk)))   # copies of the memory maps
+        return (TensorImage(torch.from_numpy(np.array(img))[None]),        # copies of the memory maps
+                TensorMask(torch.from_numpy(np.array(msk))))
 
+# %% ../nbs/12_loaders.ipynb #c016b
 class LungWindow(Transform):
-    "Batch transform: images (HU) through `normalise_hu` on the batch's device, for training and validation alike; masks pass."
+    "Batch transform: images (HU) through `normalise_hu` on the batch's device; masks pass."
     order = 10                                  # before `Augment3D` (50): augmentation works on the windowed image
     def encodes(self, x:TensorImage): return TensorImage(normalise_hu(x.as_subclass(torch.Tensor)))
 
 # %% ../nbs/12_loaders.ipynb #c018
 @dataclass
 class AugConfig:
-    "Strengths and per-item probabilities of the training augmentations (all covseg's choices; the paper gives none)."
+    "Strengths and per-item probabilities of the training augmentations (covseg's choices; the paper gives none)."
     p_flip:float=0.5           # probability of mirroring left-right (x)
     max_rotate_deg:float=15.   # in-plane rotation about z, uniform in +-
     max_tilt_deg:float=5.      # tilts about x and y, each uniform in +-
     max_scale:float=0.1        # isotropic zoom, factor uniform in 1 +- max_scale
-    distort:float=0.05         # perspective-like distortion: each of the 8 corners moves up to this fraction of the size, per axis
+    distort:float=0.05         # perspective-like: each of the 8 corners moves up to this fraction of the size, per axis
     p_spatial:float=0.75       # probability of the spatial group (rotation, tilts, zoom, distortion)
     contrast:float=0.2         # intensity factor uniform in 1 +- contrast, about the window centre (-600 HU)
     brightness:float=0.1       # intensity offset uniform in +- brightness (normalised units: 0.1 = 75 HU)
@@ -73,9 +65,11 @@ class AugConfig:
     def __post_init__(self):
         for f in fields(self):
             v = getattr(self, f.name)
-            if not (isinstance(v, (int, float)) and math.isfinite(v) and v >= 0): raise ValueError(f"AugConfig.{f.name} must be a number >= 0, not {v!r}")
+            if not (isinstance(v, (int, float)) and math.isfinite(v) and v >= 0):
+                raise ValueError(f"AugConfig.{f.name} must be a number >= 0, not {v!r}")
             if f.name.startswith('p_') and v > 1: raise ValueError(f"AugConfig.{f.name} is a probability, not {v!r}")
-        if self.max_scale >= 1 or self.contrast >= 1: raise ValueError("AugConfig.max_scale and .contrast must be below 1")
+        if self.max_scale >= 1 or self.contrast >= 1:
+            raise ValueError("AugConfig.max_scale and .contrast must be below 1")
     @classmethod
     def none(cls)->AugConfig:
         "No augmentation at all: every probability 0."
@@ -86,11 +80,29 @@ class AugConfig:
 
 # %% ../nbs/12_loaders.ipynb #c021
 def corner_points(size)->torch.Tensor:
-    "Normalised (x, y, z) centres of the 8 corner voxels of a (D, H, W) grid, shape 2 x 2 x 2 x 3 indexed [z][y][x] (align_corners=False)."
-    e = [1 - 1 / n for n in size]                                          # z, y, x
+    "Normalised (x, y, z) centres of the 8 corner voxels of a (D, H, W) grid: 2 x 2 x 2 x 3, [z][y][x]."
+    e = [1 - 1 / n for n in size]                                          # z, y, x (align_corners=False)
     z, y, x = torch.meshgrid(*[torch.tensor([-v, v], dtype=torch.float64) for v in e], indexing='ij')
     return torch.stack([x, y, z], -1)
 
+def _edges(corners:torch.Tensor, size)->tuple:
+    "Start and step (B x K x D x H x 1) along x of every (z, y) row of a (D, H, W) grid, and the x weights (W)."
+    B, K = corners.shape[0], corners.shape[-1]; D, H, W = size
+    c = corners.permute(0, 4, 3, 1, 2).reshape(B, 2 * K, 2, 2)                 # (component, x end) x z x y
+    zy = F.interpolate(c, size=(D, H), mode='bilinear', align_corners=True)     # exact lerp between the corner voxels
+    zy = zy.view(B, K, 2, D, H, 1)
+    return zy[:, :, 0], zy[:, :, 1] - zy[:, :, 0], torch.linspace(0, 1, W, device=corners.device, dtype=corners.dtype)
+
+def dense(corners:torch.Tensor,         # values at the 8 corner voxels, B x 2 x 2 x 2 x K, [z][y][x]
+          size,                         # the grid, (D, H, W)
+          out:torch.Tensor|None=None,   # B x K x D x H x W to write into: the result is then a view of it
+         )->torch.Tensor:
+    "Values on a (D, H, W) grid (B x D x H x W x K), trilinear in their values at the 8 corner voxels."
+    a, d, t = _edges(corners, size)
+    out = corners.new_empty(corners.shape[0], corners.shape[-1], *size) if out is None else out
+    return torch.addcmul(a, d, t, out=out).permute(0, 2, 3, 4, 1)             # planar: every multiply-add runs along x
+
+# %% ../nbs/12_loaders.ipynb #c023b
 def rotation(angles:torch.Tensor)->torch.Tensor:
     "Rotation matrices (B x 3 x 3, acting on (x, y, z)) from angles in radians (B x 3: about z, about x, about y)."
     c, s = angles.cos(), angles.sin()
@@ -100,46 +112,34 @@ def rotation(angles:torch.Tensor)->torch.Tensor:
     ry = torch.stack([c[:, 2], o, s[:, 2], o, l, o, -s[:, 2], o, c[:, 2]], -1).view(-1, 3, 3)
     return rz @ rx @ ry
 
-def _edges(corners:torch.Tensor, size)->tuple:
-    "Values at both x ends of every (z, y) row of a (D, H, W) grid as start and step (each B x K x D x H x 1), and the x weights (W)."
-    B, K = corners.shape[0], corners.shape[-1]; D, H, W = size
-    c = corners.permute(0, 4, 3, 1, 2).reshape(B, 2 * K, 2, 2)                 # (component, x end) x z x y
-    zy = F.interpolate(c, size=(D, H), mode='bilinear', align_corners=True)     # exact lerp between the corner voxels
-    zy = zy.view(B, K, 2, D, H, 1)
-    return zy[:, :, 0], zy[:, :, 1] - zy[:, :, 0], torch.linspace(0, 1, W, device=corners.device, dtype=corners.dtype)
-
-def dense(corners:torch.Tensor, size, out:torch.Tensor|None=None)->torch.Tensor:
-    "Values on a (D, H, W) grid (B x D x H x W x K; a view of `out`, B x K x D x H x W, if given) trilinear in their values at the 8 corner voxels (`corners`, B x 2 x 2 x 2 x K, [z][y][x])."
-    a, d, t = _edges(corners, size)
-    out = corners.new_empty(corners.shape[0], corners.shape[-1], *size) if out is None else out
-    return torch.addcmul(a, d, t, out=out).permute(0, 2, 3, 4, 1)             # planar: every multiply-add runs along x
-
 # %% ../nbs/12_loaders.ipynb #c025
 def _buf(ws:dict, name:str, shape, like:torch.Tensor, dim:int=0)->torch.Tensor:
-    "Scratch tensor `name` of `shape` from the workspace `ws`: reused while dtype, device and the other sizes stay the same and size `dim` is big enough."
+    "Scratch tensor `name` of `shape` from workspace `ws`, reused while it matches `like` and fits along `dim`."
     shape = tuple(shape)
     b = ws.get(name)
-    if (b is None or b.dtype != like.dtype or b.device != like.device or b.dim() != len(shape) or b.shape[dim] < shape[dim]
-        or any(u != w for i, (u, w) in enumerate(zip(b.shape, shape)) if i != dim)):
+    if (b is None or b.dtype != like.dtype or b.device != like.device or b.dim() != len(shape)
+        or b.shape[dim] < shape[dim] or any(u != w for i, (u, w) in enumerate(zip(b.shape, shape)) if i != dim)):
         b = ws[name] = torch.empty(shape, dtype=like.dtype, device=like.device)
     return b.narrow(dim, 0, shape[dim])
 
-def _slice_bounds(zc:torch.Tensor, D:int)->tuple:
-    "Lowest and highest padded slice (0 to D + 1) each output slice can read, from the z map's corner values `zc` (2 x 2 x 2, padded voxel units)."
-    t = torch.linspace(0, 1, D, dtype=zc.dtype).view(D, 1, 1)
-    sl = zc[:1] * (1 - t) + zc[1:] * t                                       # corner values of each output slice; bilinear in-plane, so its extremes
-    lo = (sl.amin((1, 2)) - 1e-3).floor().long().clamp(0, D + 1)
-    hi = (sl.amax((1, 2)) + 1e-3).ceil().long().clamp(0, D + 1)
-    return lo.tolist(), hi.tolist()
-
-def zsteps(vp:torch.Tensor, dv:torch.Tensor|None=None)->torch.Tensor:
-    "Zero the end slices of `vp` (C x D+2 x H x W, a volume in its inner slices) in place and return its steps `dv[k] = vp[k + 1] - vp[k]` (C x D+1 x H x W, into `dv` if given)."
+# %% ../nbs/12_loaders.ipynb #c025c
+def zsteps(vp:torch.Tensor,               # C x D+2 x H x W: a volume in its inner slices (the end ones are zeroed)
+           dv:torch.Tensor|None=None,     # C x D+1 x H x W to write the steps into
+          )->torch.Tensor:
+    "The steps `dv[k] = vp[k + 1] - vp[k]` of `vp` along z, once its end slices are zero."
     vp[:, 0].zero_(); vp[:, -1].zero_()
     dv = vp.new_empty(vp.shape[0], vp.shape[1] - 1, *vp.shape[2:]) if dv is None else dv
     return torch.sub(vp[:, 1:], vp[:, :-1], out=dv)
 
-def zpass(vp:torch.Tensor, dv:torch.Tensor, s:torch.Tensor, lo:list, hi:list, out:torch.Tensor|None=None, ws:dict|None=None, ds=None)->torch.Tensor:
-    "An item linearly resampled along z, zero beyond it, from `zsteps`' `vp` and `dv`: output slice d (of `ds`, default all), column (h, w) reads padded slice `s[d, h, w]`; returns len(ds) x C x H x W."
+def zpass(vp:torch.Tensor,                # a padded item (C x D+2 x H x W), from `zsteps`
+          dv:torch.Tensor,                # its steps, from `zsteps`
+          s:torch.Tensor,                 # D x H x W: the padded slice output slice d, column (h, w) reads
+          lo:list, hi:list,               # the lowest and highest padded slice each output slice can read
+          out:torch.Tensor|None=None,     # len(ds) x C x H x W to write into
+          ws:dict|None=None,              # workspace for scratch tensors
+          ds=None,                        # the output slices to make (default all)
+         )->torch.Tensor:
+    "The item linearly resampled along z, zero beyond it: len(ds) x C x H x W."
     C, D, H, W = vp.shape[0], vp.shape[1] - 2, *vp.shape[2:]
     ds = range(D) if ds is None else ds
     ws = {} if ws is None else ws
@@ -147,60 +147,111 @@ def zpass(vp:torch.Tensor, dv:torch.Tensor, s:torch.Tensor, lo:list, hi:list, ou
     ks = torch.arange(D + 2, dtype=vp.dtype, device=vp.device).view(-1, 1, 1)
     for i, d in enumerate(ds):
         l, h = lo[d], hi[d]
-        o = out[i].copy_(vp[:, l])                                            # the value at the lowest slice the output slice reads,
-        w = torch.sub(s[d], ks[l:h], out=_buf(ws, 'zw', (h - l, H, W), vp)).clamp_(0, 1)   # how far past slice k each column reads,
+        o = out[i].copy_(vp[:, l])                                            # the value at the lowest slice it reads,
+        w = torch.sub(s[d], ks[l:h], out=_buf(ws, 'zw', (h - l, H, W), vp))
+        w.clamp_(0, 1)                                                        # how far past slice k each column reads,
         for k in range(h - l): o.addcmul_(dv[:, l + k], w[k])                 # times the step above k
     return out
 
-def warp1(x:torch.Tensor, y:torch.Tensor, corners:torch.Tensor, out_x:torch.Tensor, out_y:torch.Tensor, ws:dict|None=None, chunk:int=2):
-    "Resample one image `x` (1 x D x H x W, padded with air, `AIR_LEVEL`) and its mask `y` (D x H x W, thresholded at 0.5) together through the map given by its corner values (2 x 2 x 2 x 3) into `out_x` and `out_y`."
+# %% ../nbs/12_loaders.ipynb #c027b
+def _slice_bounds(zc:torch.Tensor,    # the z map at the 8 corner voxels (2 x 2 x 2), in padded voxel units
+                  D:int)->tuple:      # number of output slices
+    "Lowest and highest padded slice (0 to D + 1) each output slice can read."
+    t = torch.linspace(0, 1, D, dtype=zc.dtype).view(D, 1, 1)
+    sl = zc[:1] * (1 - t) + zc[1:] * t                          # each output slice's corner values: bilinear
+    lo = (sl.amin((1, 2)) - 1e-3).floor().long().clamp(0, D + 1)  # in-plane, so its extremes are among them
+    hi = (sl.amax((1, 2)) + 1e-3).ceil().long().clamp(0, D + 1)
+    return lo.tolist(), hi.tolist()
+
+def warp1(x:torch.Tensor,             # one image, 1 x D x H x W, padded with air (`AIR_LEVEL`)
+          y:torch.Tensor,             # its mask, D x H x W, thresholded at 0.5 after resampling
+          corners:torch.Tensor,       # the map's values at the 8 corner voxels, 2 x 2 x 2 x 3
+          out_x:torch.Tensor,         # where the image goes (may be `x`)
+          out_y:torch.Tensor,         # where the mask goes (may be `y`)
+          ws:dict|None=None,          # workspace for scratch tensors
+          chunk:int=2):               # slices per step through both passes
+    "Resample one image and its mask together through the map given by its corner values."
     ws = {} if ws is None else ws
     D, H, W = y.shape
     c = corners[None].to(x.device, x.dtype)
     zc = corners[..., 2].double() * (D / 2) + (D + 1) / 2                      # source slice in padded voxel units
-    planar = bool((zc - torch.tensor([1., D], dtype=zc.dtype).view(2, 1, 1)).abs().max() < 1e-6)   # output slice d reads slice d: no z pass
+    # output slice d reads slice d: no z pass
+    planar = bool((zc - torch.tensor([1., D], dtype=zc.dtype).view(2, 1, 1)).abs().max() < 1e-6)
     if not planar:
         vp = _buf(ws, 'vp', (2, D + 2, H, W), x)
         torch.sub(x[0], AIR_LEVEL, out=vp[0, 1:-1]); vp[1, 1:-1].copy_(y)    # air -> 0, so zero padding pads with air
         dv = zsteps(vp, _buf(ws, 'dv', (2, D + 1, H, W), x))
-        s = dense(zc[None, ..., None].to(x.device, x.dtype), (D, H, W), out=_buf(ws, 's', (1, 1, D, H, W), x))[0, ..., 0]
+        s = dense(zc[None, ..., None].to(x.device, x.dtype), (D, H, W),
+                  out=_buf(ws, 's', (1, 1, D, H, W), x))[0, ..., 0]
         lo, hi = _slice_bounds(zc, D)
     a, dx, tx = _edges(c[..., :2], (D, H, W))
     n = min(chunk, D)
     tb, gb = _buf(ws, 't', (n, 2, H, W), x), _buf(ws, 'g', (2, n, H, W), x)
-    for j in range(0, D, n):                                                  # a few slices at a time, so that they stay in the cache between the passes
+    for j in range(0, D, n):                  # a few slices at a time: they stay in the cache between the passes
         m = min(n, D - j)
-        if planar: t = tb[:m]; torch.sub(x[0, j:j + m], AIR_LEVEL, out=t[:, 0]); t[:, 1].copy_(y[j:j + m])   # (reads only slices not yet written: safe in place)
-        else: t = zpass(vp, dv, s, lo, hi, out=tb[:m], ws=ws, ds=range(j, j + m))   # pass 1 (z); its slices are the batch of pass 2 (in-plane)
+        if planar:                            # (reads only slices not yet written: safe in place)
+            t = tb[:m]; torch.sub(x[0, j:j + m], AIR_LEVEL, out=t[:, 0]); t[:, 1].copy_(y[j:j + m])
+        else: t = zpass(vp, dv, s, lo, hi, out=tb[:m], ws=ws, ds=range(j, j + m))   # pass 1 (z), the batch of pass 2
         g = torch.addcmul(a[0, :, j:j + m], dx[0, :, j:j + m], tx, out=gb[:, :m]).permute(1, 2, 3, 0)
-        o = F.grid_sample(t, g, mode='bilinear', padding_mode='zeros', align_corners=False)
+        o = F.grid_sample(t, g, mode='bilinear', padding_mode='zeros', align_corners=False)   # pass 2 (in-plane)
         torch.add(o[:, 0], AIR_LEVEL, out=out_x[0, j:j + m]); torch.gt(o[:, 1], 0.5, out=out_y[j:j + m])
 
-def warp(x:torch.Tensor, y:torch.Tensor, corners:torch.Tensor, ws:dict|None=None)->tuple:
-    "Images `x` (B x 1 x D x H x W) and masks `y` (B x D x H x W) resampled together through the maps given by their corner values (B x 2 x 2 x 2 x 3)."
+def warp(x:torch.Tensor,              # images, B x 1 x D x H x W
+         y:torch.Tensor,              # masks, B x D x H x W
+         corners:torch.Tensor,        # each item's map at the 8 corner voxels, B x 2 x 2 x 2 x 3
+         ws:dict|None=None)->tuple:   # workspace for scratch tensors
+    "Images and masks resampled together, each item through its own map, into new tensors."
     xo, yo = torch.empty_like(x), torch.empty_like(y)
     for i in range(len(x)): warp1(x[i], y[i], corners[i], xo[i], yo[i], ws)
     return xo, yo
 
 # %% ../nbs/12_loaders.ipynb #c031
-def draw(cfg:AugConfig, n:int, size, gen:torch.Generator)->dict:
-    "Random parameters of `n` items on a (D, H, W) grid: per-item group choices and strengths, and the corner values of each spatial map."
-    u = torch.rand(n, 36, generator=gen, dtype=torch.float64)
-    sym = lambda c, m: (2 * u[:, c] - 1) * m                                 # uniform in +- m
-    ang = torch.stack([sym(2, cfg.max_rotate_deg), sym(3, cfg.max_tilt_deg), sym(4, cfg.max_tilt_deg)], 1) * math.pi / 180
-    scale = 1 + sym(5, cfg.max_scale)
-    disp = sym(slice(6, 30), 2 * cfg.distort).view(n, 2, 2, 2, 3)             # a fraction of the size; the normalised size is 2
-    flip = u[:, 0] < cfg.p_flip
-    corners = torch.einsum('bij,bzyxj->bzyxi', rotation(ang), corner_points(size) + disp) / scale.view(n, 1, 1, 1, 1)
-    corners[..., 0] *= torch.where(flip, -1., 1.).view(n, 1, 1, 1)
-    return dict(flip=flip, spatial=u[:, 1] < cfg.p_spatial, corners=corners, intensity=u[:, 30] < cfg.p_intensity,
-                contrast=1 + sym(31, cfg.contrast), brightness=sym(32, cfg.brightness), noise_sd=u[:, 33] * cfg.noise_std,
-                noise_at=u[:, 34], noise_sign=torch.where(u[:, 35] < 0.5, -1., 1.))
+DRAW_COLUMNS = dict(flip=1, spatial=1, angles=3, scale=1, offsets=24,                  # (name: number of columns)
+                    intensity=1, contrast=1, brightness=1, noise_sd=1, noise_at=1, noise_sign=1)
 
+@dataclass
+class Draws:
+    "The random parameters of a batch's items (one row each): every field but `corners` from its `DRAW_COLUMNS`."
+    flip:torch.Tensor         # mirror left-right (bool, B)
+    spatial:torch.Tensor      # the spatial group is on (bool, B)
+    angles:torch.Tensor       # rotation about z, tilts about x and y, in radians (B x 3)
+    scale:torch.Tensor        # zoom factor (B)
+    offsets:torch.Tensor      # each corner's move, normalised units (B x 2 x 2 x 2 x 3: [z][y][x], (x, y, z))
+    intensity:torch.Tensor    # the intensity group is on (bool, B)
+    contrast:torch.Tensor     # intensity factor (B)
+    brightness:torch.Tensor   # intensity offset (B)
+    noise_sd:torch.Tensor     # the noise's sd (B)
+    noise_at:torch.Tensor     # where the item's window starts in the noise bank, a fraction (B)
+    noise_sign:torch.Tensor   # the noise's sign, -1 or 1 (B)
+    corners:torch.Tensor      # not drawn: the spatial map at the 8 corner voxels, from the above (B x 2 x 2 x 2 x 3)
+
+def draw(cfg:AugConfig, n:int, size, gen:torch.Generator)->Draws:
+    "Random parameters of `n` items on a (D, H, W) grid: group choices, strengths, each spatial map's corner values."
+    u = torch.rand(n, sum(DRAW_COLUMNS.values()), generator=gen, dtype=torch.float64)
+    cols = u.split(list(DRAW_COLUMNS.values()), 1)                 # named groups of columns, in the order drawn
+    u = {k: c[:, 0] if w == 1 else c for (k, w), c in zip(DRAW_COLUMNS.items(), cols)}
+    sym = lambda k, m: (2 * u[k] - 1) * m                                    # uniform in +- m
+    a = u['angles']
+    angles = torch.stack([(2 * a[:, 0] - 1) * cfg.max_rotate_deg, (2 * a[:, 1] - 1) * cfg.max_tilt_deg,
+                          (2 * a[:, 2] - 1) * cfg.max_tilt_deg], 1) * math.pi / 180
+    scale = 1 + sym('scale', cfg.max_scale)
+    offsets = sym('offsets', 2 * cfg.distort).view(n, 2, 2, 2, 3)            # a fraction of the (normalised: 2) size
+    flip = u['flip'] < cfg.p_flip
+    corners = (torch.einsum('bij,bzyxj->bzyxi', rotation(angles), corner_points(size) + offsets)
+               / scale.view(n, 1, 1, 1, 1))
+    corners[..., 0] *= torch.where(flip, -1., 1.).view(n, 1, 1, 1)
+    return Draws(flip=flip, spatial=u['spatial'] < cfg.p_spatial, angles=angles, scale=scale, offsets=offsets,
+                 intensity=u['intensity'] < cfg.p_intensity, contrast=1 + sym('contrast', cfg.contrast),
+                 brightness=sym('brightness', cfg.brightness), noise_sd=u['noise_sd'] * cfg.noise_std,
+                 noise_at=u['noise_at'], noise_sign=torch.where(u['noise_sign'] < 0.5, -1., 1.), corners=corners)
+
+# %% ../nbs/12_loaders.ipynb #c031f
 NOISE_BANK_SEED = 20210126   # the bank is the same for every run, so a batch depends only on its parameters
 
-def noise_window(ws:dict, like:torch.Tensor, at:float)->torch.Tensor:
-    "Standard normal noise shaped like `like`: the window starting at fraction `at` of a bank of 3x its size, drawn once per device and size."
+def noise_window(ws:dict,               # workspace that keeps the bank (one per device, dtype and size)
+                 like:torch.Tensor,     # the shape, device and dtype of the noise
+                 at:float)->torch.Tensor:   # where the window starts, a fraction of the 2x its size it can move
+    "Standard normal noise shaped like `like`: a window of a bank 3x its size, drawn once."
     n = like.numel(); key = ('bank', like.device, like.dtype, n)
     if key not in ws:
         g = torch.Generator(device=like.device).manual_seed(NOISE_BANK_SEED)
@@ -208,18 +259,23 @@ def noise_window(ws:dict, like:torch.Tensor, at:float)->torch.Tensor:
     o = int(at * 2 * n)
     return ws[key][o:o + n].view(like.shape)
 
-def augment(x:torch.Tensor, y:torch.Tensor, p:dict, ws:dict|None=None, inplace:bool=False)->tuple:
-    "The batch (images B x 1 x D x H x W, masks B x D x H x W) augmented with the parameters `p` from `draw`: new tensors, or `x` and `y` changed if `inplace`."
+# %% ../nbs/12_loaders.ipynb #c031i
+def augment(x:torch.Tensor,              # images, B x 1 x D x H x W
+            y:torch.Tensor,              # masks, B x D x H x W
+            p:Draws,                     # the items' parameters, from `draw`
+            ws:dict|None=None,           # workspace for scratch tensors and the noise bank
+            inplace:bool=False)->tuple:  # change `x` and `y` themselves instead of returning new tensors
+    "The batch augmented, each item with its own parameters from `p`."
     ws = {} if ws is None else ws
     xo, yo = (x, y) if inplace else (torch.empty_like(x), torch.empty_like(y))
     for i in range(len(x)):
-        if p['spatial'][i]: warp1(x[i], y[i], p['corners'][i], xo[i], yo[i], ws)     # reads its input into scratch first: safe in place
-        elif p['flip'][i]: xo[i].copy_(x[i].flip(-1)); yo[i].copy_(y[i].flip(-1))
+        if p.spatial[i]: warp1(x[i], y[i], p.corners[i], xo[i], yo[i], ws)   # reads its input first: safe in place
+        elif p.flip[i]: xo[i].copy_(x[i].flip(-1)); yo[i].copy_(y[i].flip(-1))
         elif not inplace: xo[i].copy_(x[i]); yo[i].copy_(y[i])
-        if p['intensity'][i]:
-            xo[i].mul_(float(p['contrast'][i])).add_(float(p['brightness'][i]))
-            if p['noise_sd'][i] > 0:
-                xo[i].add_(noise_window(ws, x[i], float(p['noise_at'][i])), alpha=float(p['noise_sd'][i] * p['noise_sign'][i]))
+        if p.intensity[i]:
+            xo[i].mul_(float(p.contrast[i])).add_(float(p.brightness[i]))
+            if p.noise_sd[i] > 0:
+                xo[i].add_(noise_window(ws, x[i], float(p.noise_at[i])), alpha=float(p.noise_sd[i] * p.noise_sign[i]))
     return xo, yo
 
 # %% ../nbs/12_loaders.ipynb #c033
@@ -228,12 +284,12 @@ class Augment3D(ItemTransform):
     split_idx, order = 0, 50
     def __init__(self,
                  cfg:AugConfig|None=None,   # strengths and probabilities (default `AugConfig()`)
-                 seed:int|None=None,        # seed of the transform's generator; None: drawn from torch's global generator
-                 inplace:bool=False):       # change the batch itself (as `make_dls` does: its batches are fresh) instead of allocating a new one
+                 seed:int|None=None,        # seeds the transform's generator; None: drawn from torch's global one
+                 inplace:bool=False):       # change the batch itself, no new one (`make_dls`: its batches are fresh)
         super().__init__()
         self.cfg, self.inplace = (AugConfig() if cfg is None else cfg), inplace
         self.gen = torch.Generator().manual_seed(int(torch.randint(0, 2**62, (1,))) if seed is None else int(seed))
-        self.ws = {}                                # scratch tensors kept between batches (a CPU pays for every fresh page)
+        self.ws = {}                                # scratch kept between batches (a CPU pays for every fresh page)
     def encodes(self, b):
         x, y = b
         xt, yt = x.as_subclass(torch.Tensor), y.as_subclass(torch.Tensor)
@@ -254,16 +310,20 @@ def make_dls(cache,                          # the cache folder `prepare` wrote
              valid_bs:int|None=None,         # validation batch size (default `bs`)
              repeats:int=1,                  # times each training volume is drawn per epoch (each time augmented anew)
             )->DataLoaders:
-    "fastai `DataLoaders` of cached volumes: shuffled, augmented training batches of the 'train' split, plain validation batches of 'tune'."
+    "fastai `DataLoaders` of cached volumes: shuffled, augmented batches of split 'train', plain batches of 'tune'."
     cache = Path(cache)
-    man = pd.read_csv(cache/'manifest.csv' if manifest is None else manifest) if not isinstance(manifest, pd.DataFrame) else manifest
-    if not (isinstance(repeats, int) and repeats >= 1): raise ValueError(f"repeats must be an integer >= 1, not {repeats!r}")
+    if manifest is None: man = read_manifest(cache)
+    else: man = manifest if isinstance(manifest, pd.DataFrame) else pd.read_csv(manifest)
+    if not (isinstance(repeats, int) and repeats >= 1):
+        raise ValueError(f"repeats must be an integer >= 1, not {repeats!r}")
     trn = CachedVolumes(entries(cache, man, grid, 'train') * repeats, split_idx=0)
     val = CachedVolumes(entries(cache, man, grid, 'tune'), split_idx=1)
-    if not len(trn): raise CovsegInputError(cache/'manifest.csv', "has no 'train' rows; `covseg prepare` needs RICORD cases to train on")
+    if not len(trn):
+        raise CovsegInputError(cache/MANIFEST, "has no 'train' rows; `covseg prepare` needs RICORD cases to train on")
     device = default_device() if device is None else torch.device(device)
     tfms = [LungWindow()] + ([] if aug is None else [Augment3D(aug, seed, inplace=True)])
-    dl = lambda ds, b, shuffle: TfmdDL(ds, bs=b, shuffle=shuffle, drop_last=False, num_workers=num_workers, after_batch=tfms, device=device)
+    dl = lambda ds, b, shuffle: TfmdDL(ds, bs=b, shuffle=shuffle, drop_last=False, num_workers=num_workers,
+                                       after_batch=tfms, device=device)
     dls = DataLoaders(dl(trn, bs, True), dl(val, valid_bs or bs, False), path=cache, device=device)
     if seed is not None: dls.train.rng = random.Random(seed)
     return dls

@@ -11,8 +11,8 @@ from types import SimpleNamespace
 import numpy as np
 from scipy import ndimage as ndi
 from .io import CovsegInputError, Volume, check_ct, HU_WINDOW
-from .transforms import (canonical_axes, to_canonical, from_canonical, obliquity, axis_aligned_geometry, resample_to,
-                               MAX_OBLIQUE_DEG, AIR_HU)
+from .transforms import (canonical_axes, to_canonical, from_canonical, obliquity, axis_aligned_geometry,
+                               resample_to, MAX_OBLIQUE_DEG, AIR_HU)
 
 # %% auto #0
 __all__ = ['WORK_MM', 'LUNG_HU', 'MIN_LUNG_ML', 'MIN_FRAC', 'MIN_RADIUS_MM', 'COARSE_MM', 'AIRWAY_MAX_MM2', 'AIRWAY_MEDIAL_MM',
@@ -98,7 +98,8 @@ def largest_air(inside:np.ndarray, # bool: air inside the body, working grid
                 where='volume', # the study, for messages
                 min_frac:float=MIN_FRAC, # keep other thick components of at least this fraction of the largest
                )->np.ndarray: # bool
-    "The thick air components inside the body: the largest and those of at least `min_frac` of its size; `CovsegInputError` if none is lung-sized."
+    ("The thick air components inside the body: the largest and those of at least `min_frac` of its size; "
+     "`CovsegInputError` if none is lung-sized.")
     lab, sizes = components(inside)
     fc = block_factors(spacing, (COARSE_MM,)*3)
     thick_c = dist_mm(block_mean(inside, fc) >= 0.5, tuple(s*k for s, k in zip(spacing, fc))) >= MIN_RADIUS_MM
@@ -107,8 +108,9 @@ def largest_air(inside:np.ndarray, # bool: air inside the body, working grid
     sizes = np.where(thick, sizes, 0)
     ml = sizes.max(initial=0)*float(np.prod(spacing))/1000
     if ml < MIN_LUNG_ML:
-        raise CovsegInputError(where, f"no lungs found: the largest air region inside the body that is at least {2*MIN_RADIUS_MM:.0f} mm "
-                                      f"thick holds {ml:.0f} mL (at least {MIN_LUNG_ML:.0f} mL expected). Is it a chest CT?")
+        raise CovsegInputError(where, f"no lungs found: the largest air region inside the body that is at least "
+                                      f"{2*MIN_RADIUS_MM:.0f} mm thick holds {ml:.0f} mL "
+                                      f"(at least {MIN_LUNG_ML:.0f} mL expected). Is it a chest CT?")
     keep = thick & (sizes >= min_frac*sizes.max())
     return keep[lab]
 
@@ -174,7 +176,8 @@ def pull_apart(mask:np.ndarray, # bool: one component that holds both lungs, can
         near = upsample(cores[tuple(ind)], fc, mask.shape)
         out[mask] = near[mask]
         return out
-    out[mask] = np.broadcast_to(_side(np.arange(mask.shape[2]), mid), mask.shape)[mask]   # no two cores: the midline decides
+    # no two cores: the midline decides
+    out[mask] = np.broadcast_to(_side(np.arange(mask.shape[2]), mid), mask.shape)[mask]
     return out
 
 def split_lungs(mask:np.ndarray, # bool: the lungs (airways removed), canonical working grid
@@ -182,7 +185,8 @@ def split_lungs(mask:np.ndarray, # bool: the lungs (airways removed), canonical 
                 mid:float, # the body's midline x (index units), `midline(body)`
                 min_frac:float=MIN_FRAC, # for `pull_apart`
                )->np.ndarray: # uint8: 1 left lung, 2 right lung, 0 elsewhere
-    "Left (1) and right (2) lung: each component by the side of the midline it lies on; one holding both is pulled apart."
+    ("Left (1) and right (2) lung: each component by the side of the midline it lies on; one holding both is pulled "
+     "apart.")
     lab, sizes = components(mask)
     out = np.zeros(mask.shape, np.uint8)
     left = ndi.sum_labels(np.broadcast_to(np.arange(mask.shape[2]) >= mid, mask.shape), lab, np.arange(1, len(sizes)))
@@ -230,7 +234,8 @@ def attach_infiltrate(lungs:np.ndarray, # uint8 1 left / 2 right, canonical work
                       mid:float|None=None, # midline x (index units); None: `midline(body)`
                       min_frac:float=MIN_FRAC, # ... and those of at least this fraction of the larger lung anywhere
                      )->np.ndarray: # uint8: the lung (1/2) each infiltrate voxel is added to, 0 for none
-    "Which lung each voxel of the predicted infiltrate belongs to: the nearer lung (the side of the midline if only one was found)."
+    ("Which lung each voxel of the predicted infiltrate belongs to: the nearer lung (the side of the midline if only "
+     "one was found).")
     inf = infiltrate & body & (lungs == 0)
     out = np.zeros(lungs.shape, np.uint8)
     if not inf.any() or not lungs.any(): return out
@@ -259,7 +264,8 @@ def refine_border(labels_w:np.ndarray, # uint8 lung labels on the working grid
                   hu:np.ndarray, # full-resolution HU, same orientation
                   f:tuple, # block size per axis
                   threshold:float=LUNG_HU, # air threshold, HU
-                  infiltrate:np.ndarray|None=None, # bool full-resolution infiltrate that counts as lung in the border zone
+                  # bool full-resolution infiltrate that counts as lung in the border zone
+                  infiltrate:np.ndarray|None=None,
                  )->np.ndarray: # uint8 lung labels on the full grid
     "Working-grid labels repeated onto the full grid, with the border zone decided again voxel by voxel by its own HU."
     lung = labels_w > 0
@@ -275,19 +281,24 @@ def refine_border(labels_w:np.ndarray, # uint8 lung labels on the working grid
 
 # %% ../nbs/32_lungmask.ipynb #c039
 def _infiltrate_array(infiltrate, vol:Volume)->np.ndarray:
-    "The infiltrate as a bool array on `vol`'s grid, from a `Volume` or an array; `CovsegInputError` if it does not fit."
+    ("The infiltrate as a bool array on `vol`'s grid, from a `Volume` or an array; `CovsegInputError` if it does not "
+     "fit.")
     if isinstance(infiltrate, Volume):
         if not infiltrate.geometry.same_grid(vol.geometry):
-            raise CovsegInputError(infiltrate.path or 'infiltrate', f"infiltrate is not on the grid of {vol.path or 'the study'} "
-                                   f"(size {infiltrate.geometry.size} vs {vol.geometry.size}, spacing, origin or direction differ)")
+            raise CovsegInputError(infiltrate.path or 'infiltrate',
+                                   f"infiltrate is not on the grid of {vol.path or 'the study'} "
+                                   f"(size {infiltrate.geometry.size} vs {vol.geometry.size}, spacing, origin or "
+                                   "direction differ)")
         a = infiltrate.array
     else: a = np.asarray(infiltrate)
     if a.shape != vol.shape:
-        raise CovsegInputError('infiltrate', f"infiltrate array of shape {a.shape} does not match the study's (z, y, x) shape {vol.shape}")
+        raise CovsegInputError('infiltrate', f"infiltrate array of shape {a.shape} does not match the study's "
+                                             f"(z, y, x) shape {vol.shape}")
     return a > 0
 
 def lung_steps(vol:Volume, # a chest CT in HU
-               infiltrate=None, # predicted infiltrate (`Volume` or bool (z, y, x) array on `vol`'s grid), added to the lungs
+               # predicted infiltrate (`Volume` or bool (z, y, x) array on `vol`'s grid), added to the lungs
+               infiltrate=None,
                closing_mm:float=CLOSING_MM, # radius of the ball that closes each lung's contour, mm
                threshold:float=LUNG_HU, # air threshold, HU
                work_mm:tuple=WORK_MM, # target spacing (z, y, x) of the working grid, mm
@@ -322,19 +333,23 @@ def lung_steps(vol:Volume, # a chest CT in HU
         mb = fill_holes(closing_ball(m[box], closing_mm, wsp)) & body[box] & ~airways[box] & (labels[box] == 0)
         labels[box][mb] = k
     return SimpleNamespace(hu=hu, spacing=sp, f=f, work_spacing=wsp, work=w, air=air, outside=outside, candidates=cand,
-                           airways=airways, split=split, infiltrate=inf_w, infiltrate_full=inf_full, labels=labels, threshold=threshold)
+                           airways=airways, split=split, infiltrate=inf_w, infiltrate_full=inf_full, labels=labels,
+                           threshold=threshold)
 
 def lung_mask(vol:Volume, # a chest CT in HU, any orientation and spacing
-              infiltrate=None, # predicted infiltrate (`Volume` or bool (z, y, x) array on `vol`'s grid), added to the nearer lung
+              # predicted infiltrate (`Volume` or bool (z, y, x) array on `vol`'s grid), added to the nearer lung
+              infiltrate=None,
               closing_mm:float=CLOSING_MM, # radius of the ball that closes each lung's contour, mm
               threshold:float=LUNG_HU, # air threshold, HU
               work_mm:tuple=WORK_MM, # target spacing (z, y, x) of the working grid, mm
              )->Volume: # uint8 labels on exactly `vol.geometry`: 0 background, 1 left lung, 2 right lung
-    "Left (1) and right (2) lung of a chest CT by air threshold, body, airways, split, closing and hole filling; no network."
+    ("Left (1) and right (2) lung of a chest CT by air threshold, body, airways, split, closing and hole filling; no "
+     "network.")
     g = vol.geometry
     if obliquity(g.direction) > MAX_OBLIQUE_DEG:           # no canonical view: on the patient axes, then back (nearest)
         a = axis_aligned_geometry(g)
-        inf = None if infiltrate is None else resample_to(vol.with_array(_infiltrate_array(infiltrate, vol).astype(np.float32)), a).array >= .5
+        inf = (None if infiltrate is None else
+               resample_to(vol.with_array(_infiltrate_array(infiltrate, vol).astype(np.float32)), a).array >= .5)
         la = lung_mask(resample_to(vol, a, default=AIR_HU), inf, closing_mm, threshold, work_mm)
         return vol.with_array(resample_to(la, g, linear=False).array.astype(np.uint8))
     s = lung_steps(vol, infiltrate, closing_mm, threshold, work_mm)
@@ -364,6 +379,7 @@ def show_lungs(vol:Volume, # the CT
     ax.imshow(img[z], cmap='gray', vmin=window[0], vmax=window[1], aspect=sp[1]/sp[2], interpolation='nearest')
     for k, c in LUNG_COLOURS.items():
         if (lab[z] == k).any(): ax.contour(lab[z] == k, [0.5], colors=c, linewidths=0.8)
-    if infiltrate is not None and canon(infiltrate)[z].any(): ax.contour(canon(infiltrate)[z] > 0, [0.5], colors='red', linewidths=0.8)
+    if infiltrate is not None and canon(infiltrate)[z].any():
+        ax.contour(canon(infiltrate)[z] > 0, [0.5], colors='red', linewidths=0.8)
     ax.set_title(title, fontsize=8); ax.axis('off')
     return ax

@@ -31,9 +31,11 @@ class _NdimageCompat(types.ModuleType):
     def __getattr__(self, name): return getattr(ndimage, name)
 
 def _reference_copy():
-    "A private copy of DeepMind's `surface_distance.metrics` (the installed file, loaded again), to shim without touching the original."
+    ("A private copy of DeepMind's `surface_distance.metrics` (the installed file, loaded again), to shim without "
+     "touching the original.")
     spec = importlib.util.spec_from_file_location('surface_distance._covseg_copy', surface_distance.metrics.__file__)
-    m = importlib.util.module_from_spec(spec)   # its package is surface_distance, so `from . import lookup_tables` works
+    # its package is surface_distance, so `from . import lookup_tables` works
+    m = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(m)
     return m
 
@@ -41,7 +43,8 @@ sdm = _reference_copy()
 _reference_sort = sdm._sort_distances_surfels
 
 def _sort_surfels(distances, surfel_areas)->tuple:
-    "The reference's `_sort_distances_surfels` (pairs sorted by distance, then area) with NumPy's lexsort: the same arrays, faster."
+    ("The reference's `_sort_distances_surfels` (pairs sorted by distance, then area) with NumPy's lexsort: the same "
+     "arrays, faster.")
     d, a = np.asarray(distances, dtype=float), np.asarray(surfel_areas, dtype=float)
     o = np.lexsort((a, d))
     return d[o], a[o]
@@ -58,9 +61,11 @@ _shim_reference(sdm)
 def _spacing(spacing, name='masks')->tuple:
     "`spacing` as 3 finite positive floats (z, y, x), or a clear error."
     try: sp = np.asarray(spacing, dtype=float).ravel()
-    except (TypeError, ValueError): raise CovsegInputError(name, f"spacing {spacing!r} is not 3 numbers (z, y, x) in mm") from None
+    except (TypeError, ValueError):
+        raise CovsegInputError(name, f"spacing {spacing!r} is not 3 numbers (z, y, x) in mm") from None
     if sp.size != 3: raise CovsegInputError(name, f"spacing {spacing!r} has {sp.size} values; give 3, (z, y, x) in mm")
-    if not np.isfinite(sp).all() or (sp <= 0).any(): raise CovsegInputError(name, f"spacing {spacing!r} must be finite and > 0 (mm)")
+    if not np.isfinite(sp).all() or (sp <= 0).any():
+        raise CovsegInputError(name, f"spacing {spacing!r} must be finite and > 0 (mm)")
     return tuple(float(s) for s in sp)
 
 def _mask(a, which:str, name='masks')->np.ndarray:
@@ -68,17 +73,23 @@ def _mask(a, which:str, name='masks')->np.ndarray:
     a = np.asarray(a)
     if a.dtype == bool: return a
     if not np.issubdtype(a.dtype, np.integer):
-        raise CovsegInputError(name, f"{which} mask has dtype {a.dtype}; give a boolean mask (threshold or compare labels first)")
+        raise CovsegInputError(name, f"{which} mask has dtype {a.dtype}; give a boolean mask (threshold or compare "
+                                     "labels first)")
     if a.size and (a.min() < 0 or a.max() > 1):
-        raise CovsegInputError(name, f"{which} mask holds values {a.min()}..{a.max()}, not only 0/1; give a boolean mask, e.g. labels == 1")
+        raise CovsegInputError(name, f"{which} mask holds values {a.min()}..{a.max()}, not only 0/1; give a boolean "
+                                     "mask, e.g. labels == 1")
     return a.view(bool) if a.dtype.itemsize == 1 else a.astype(bool)
 
 def _masks(pred, gt, spacing=None, name='masks')->tuple:
     "Validated (pred, gt, spacing): boolean 3D arrays of one shape and 3 spacings in mm (z, y, x)."
     p, g = _mask(pred, 'predicted', name), _mask(gt, 'ground-truth', name)
     for which, a in (('predicted', p), ('ground-truth', g)):
-        if a.ndim != 3: raise CovsegInputError(name, f"{which} mask has {a.ndim} dimensions {a.shape}; metrics need 3D (z, y, x) volumes")
-    if p.shape != g.shape: raise CovsegInputError(name, f"shapes differ: predicted {p.shape}, ground truth {g.shape} (resample the prediction onto the study's grid first)")
+        if a.ndim != 3:
+            raise CovsegInputError(name, f"{which} mask has {a.ndim} dimensions {a.shape}; metrics need 3D (z, y, x) "
+                                         "volumes")
+    if p.shape != g.shape:
+        raise CovsegInputError(name, f"shapes differ: predicted {p.shape}, ground truth {g.shape} (resample the "
+                                     "prediction onto the study's grid first)")
     return p, g, (None if spacing is None else _spacing(spacing, name))
 
 # %% ../nbs/11_metrics.ipynb #c016
@@ -108,7 +119,8 @@ def dice(pred, # predicted mask, (z, y, x), bool or 0/1 integers
 def _tolerance(tolerance_mm, name='masks')->float:
     "`tolerance_mm` as a finite float >= 0, or a clear error."
     t = float(tolerance_mm)
-    if not (math.isfinite(t) and t >= 0): raise CovsegInputError(name, f"tolerance_mm={tolerance_mm!r} must be a finite distance >= 0 (mm)")
+    if not (math.isfinite(t) and t >= 0):
+        raise CovsegInputError(name, f"tolerance_mm={tolerance_mm!r} must be a finite distance >= 0 (mm)")
     return t
 
 def _nsd(p:np.ndarray, g:np.ndarray, spacing:tuple, tolerance_mm:float)->float:
@@ -119,11 +131,14 @@ def _nsd(p:np.ndarray, g:np.ndarray, spacing:tuple, tolerance_mm:float)->float:
 
 def normalized_surface_dice(pred, # predicted mask, (z, y, x), bool or 0/1 integers
                             gt, # ground-truth mask of the same shape
-                            spacing, # voxel spacing in mm in the arrays' order (z, y, x) -- not SimpleITK's GetSpacing()
-                            tolerance_mm:float=3.0, # surface distances <= this count as agreeing (Ma et al.: 3 mm for infection)
+                            # voxel spacing in mm in the arrays' order (z, y, x) -- not SimpleITK's GetSpacing()
+                            spacing,
+                            # surface distances <= this count as agreeing (Ma et al.: 3 mm for infection)
+                            tolerance_mm:float=3.0,
                             name:str='masks', # names the case in error messages
                            )->float:
-    "Normalised surface Dice at `tolerance_mm` by DeepMind's reference code; NaN when both masks are empty, 0 when one is."
+    ("Normalised surface Dice at `tolerance_mm` by DeepMind's reference code; NaN when both masks are empty, 0 when "
+     "one is.")
     p, g, sp = _masks(pred, gt, spacing, name)
     return _nsd(p, g, sp, _tolerance(tolerance_mm, name))
 
@@ -158,13 +173,15 @@ def _check_cases(cases:pd.DataFrame, cols)->None:
 def summarise(cases:pd.DataFrame, # one row per case: `dataset` and the metric's column (as `case_metrics` gives)
               metric:str='dice', # column to summarise
              )->pd.DataFrame:
-    "Per dataset: n cases, n_undefined (NaN: both masks empty), and mean, sample std, lowest, highest over the defined cases."
+    ("Per dataset: n cases, n_undefined (NaN: both masks empty), and mean, sample std, lowest, highest over the "
+     "defined cases.")
     _check_cases(cases, [metric])
     v = pd.to_numeric(cases[metric], errors='coerce').where(cases[metric].notna())
     if v.isna().sum() > cases[metric].isna().sum():
         raise CovsegInputError('cases', f"column {metric!r} holds values that are not numbers")
     bad = v.notna() & ~v.between(0, 1)
-    if bad.any(): raise CovsegInputError('cases', f"column {metric!r} has values outside [0, 1], e.g. {v[bad].iloc[0]!r}")
+    if bad.any():
+        raise CovsegInputError('cases', f"column {metric!r} has values outside [0, 1], e.g. {v[bad].iloc[0]!r}")
     rows = []
     for ds in dataset_order(cases['dataset'].unique()):
         x = v[cases['dataset'] == ds]
@@ -192,14 +209,17 @@ def _paper(rows, caption)->pd.DataFrame:
     return df
 
 PAPER_TABLE1 = _paper([(17, .679, .130, .398, .846), (10, .648, .132, .362, .783), (50, .405, .213, .008, .675)],
-                      "Bressem et al. 2021, Table 1: volumetric Dice per case (macro average; RICORD = tuning split, the others hold-out)")
+                      "Bressem et al. 2021, Table 1: volumetric Dice per case (macro average; RICORD = tuning split, "
+                      "the others hold-out)")
 PAPER_TABLE2 = _paper([(17, .781, .124, .480, .911), (10, .716, .135, .457, .862), (50, .597, .270, .060, .926)],
-                      "Bressem et al. 2021, Table 2: normalised surface Dice per case (macro average; RICORD = tuning split, the others hold-out)")
+                      "Bressem et al. 2021, Table 2: normalised surface Dice per case (macro average; RICORD = tuning "
+                      "split, the others hold-out)")
 
 # %% ../nbs/11_metrics.ipynb #c041
 _T3_FOOTNOTES = {
     1: "Müller et al. report the accuracy for 5-fold cross-validation; we report the mean of 5 folds.",
-    2: "Ma et al. defined different tasks for segmentation, of which we report the accuracy of subtasks 3, as it is the most similar to our methods and thus most comparable.",
+    2: "Ma et al. defined different tasks for segmentation, of which we report the accuracy of subtasks 3, as it is "
+       "the most similar to our methods and thus most comparable.",
     3: "Pu et al. report the Dice score only for lung areas > 200 mm³ and rated each infiltration separately.",
 }
 _nan = float('nan')
@@ -213,8 +233,9 @@ PAPER_TABLE3 = pd.DataFrame([
     ('Ma et al. [7]', 'MosMedData', _nan, .443, '', '', _T3_FOOTNOTES[2]),
     ('Pu et al. [21]', 'proprietary', _nan, .81, '-', '', _T3_FOOTNOTES[3]),
 ], columns=['publication', 'dataset', 'dice_tuning', 'dice_holdout', 'training_time', 'hardware', 'footnote'])
-PAPER_TABLE3.attrs['caption'] = ("Bressem et al. 2021, Table 3 (the PAPER's numbers, published context; not measured by covseg): "
-                                 "overview of the results from previous studies, with the paper's footnotes")
+PAPER_TABLE3.attrs['caption'] = ("Bressem et al. 2021, Table 3 (the PAPER's numbers, published context; "
+                                 "not measured by covseg): overview of the results from previous studies, "
+                                 "with the paper's footnotes")
 
 # %% ../nbs/11_metrics.ipynb #c044
 SYNTHETIC_LABEL = "SYNTHETIC data — not a reproduction of the paper"
@@ -234,7 +255,8 @@ def paper_table(cases:pd.DataFrame, # one row per case (`dataset` and the metric
                )->pd.DataFrame:
     "covseg's per-dataset summary of `metric` side by side with the paper's Table 1 (Dice) or 2 (NSD), as text."
     papers = {'dice': (PAPER_TABLE1, 'Table 1', 'Dice'), 'nsd': (PAPER_TABLE2, 'Table 2', 'NSD')}
-    if metric not in papers: raise CovsegInputError('cases', f"metric {metric!r}: the paper reports 'dice' (Table 1) and 'nsd' (Table 2)")
+    if metric not in papers:
+        raise CovsegInputError('cases', f"metric {metric!r}: the paper reports 'dice' (Table 1) and 'nsd' (Table 2)")
     paper, table, label = papers[metric]
     ours = summarise(cases, metric)
     who = 'covseg (SYNTHETIC)' if synthetic else 'covseg'
@@ -253,8 +275,9 @@ def paper_table(cases:pd.DataFrame, # one row per case (`dataset` and the metric
                      'paper lowest': _f3(p['lowest']) if p is not None else '—',
                      'paper highest': _f3(p['highest']) if p is not None else '—'})
     df = pd.DataFrame(rows).set_index('dataset')
-    cap = (f"{label} per case, macro average (mean ± sample std, ddof=1) over the cases with a defined score; 'undefined': "
-           f"cases with both masks empty (NaN), counted in n but left out of the statistics. Paper: Bressem et al. 2021, {table}.")
+    cap = (f"{label} per case, macro average (mean ± sample std, ddof=1) over the cases with a defined score; "
+           "'undefined': cases with both masks empty (NaN), counted in n but left out of the statistics. "
+           f"Paper: Bressem et al. 2021, {table}.")
     df.attrs['caption'] = f"{SYNTHETIC_LABEL}. {cap}" if synthetic else cap
     return df
 
@@ -267,12 +290,15 @@ def _md_cell(v)->str:
 def markdown_table(df:pd.DataFrame, # the table; its index becomes the first column
                    caption:str='', # a line above the table
                   )->str:
-    "`df` as a GitHub Markdown table (floats to 3 decimals, NaN as —, numbers right-aligned) below `caption` and the table's own `attrs['caption']`."
+    ("`df` as a GitHub Markdown table (floats to 3 decimals, NaN as —, numbers right-aligned) below `caption` and the "
+     "table's own `attrs['caption']`.")
     own = df.attrs.get('caption', '')
     caption = '\n\n'.join(c for c in dict.fromkeys([caption, own]) if c)
-    keep_index = not (isinstance(df.index, pd.RangeIndex) and df.index.name is None)   # a plain 0..n-1 index says nothing
+    # a plain 0..n-1 index says nothing
+    keep_index = not (isinstance(df.index, pd.RangeIndex) and df.index.name is None)
     num = [pd.api.types.is_numeric_dtype(df.index)] * keep_index + [pd.api.types.is_numeric_dtype(t) for t in df.dtypes]
     row = lambda cells: '| ' + ' | '.join(_md_cell(c) for c in cells) + ' |'
-    lines = [row([df.index.name or ''] * keep_index + list(df.columns)), '|' + '|'.join('---:' if n else '---' for n in num) + '|']
+    lines = [row([df.index.name or ''] * keep_index + list(df.columns)),
+             '|' + '|'.join('---:' if n else '---' for n in num) + '|']
     lines += [row(r) for r in df.itertuples(index=keep_index, name=None)]
     return (f"{caption}\n\n" if caption else '') + '\n'.join(lines) + '\n'

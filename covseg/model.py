@@ -52,7 +52,8 @@ def state_mismatch(sd:dict, # a state dict read from a file
     "How `sd` fails to fit `ref` key for key and shape for shape: missing, unexpected and mis-shaped keys, a few named."
     missing = [k for k in ref if k not in sd and not optional(k)]
     unexpected = [k for k in sd if k not in ref]
-    shaped = [f"{k} {tuple(sd[k].shape)} vs {tuple(ref[k].shape)}" for k in sd if k in ref and sd[k].shape != ref[k].shape]
+    shaped = [f"{k} {tuple(sd[k].shape)} vs {tuple(ref[k].shape)}"
+              for k in sd if k in ref and sd[k].shape != ref[k].shape]
     return [f"{what}: {_few(ks)}" for what, ks in (('missing keys', missing), ('unexpected keys', unexpected),
                                                     (f'mis-shaped keys (file vs {against})', shaped)) if ks]
 
@@ -65,7 +66,8 @@ def read_state_dict(path, # a file written by `torch.save(model.state_dict(), pa
     except Exception as e:
         raise ValueError(f"{path}: cannot be read as a torch file, truncated or not written by torch.save "
                          f"({type(e).__name__}: {str(e)[:120]})") from e
-    if not isinstance(sd, Mapping) or not sd or not all(isinstance(k, str) and torch.is_tensor(v) for k, v in sd.items()):
+    if (not isinstance(sd, Mapping) or not sd
+            or not all(isinstance(k, str) and torch.is_tensor(v) for k, v in sd.items())):
         what = f"a dict with keys {list(sd)[:4]}" if isinstance(sd, Mapping) else type(sd).__name__
         raise ValueError(f"{path}: is not a state dict of tensors (found {what}); save `model.state_dict()`")
     return dict(sd)
@@ -89,8 +91,9 @@ def _kinetics_file()->Path:
     dst.parent.mkdir(parents=True, exist_ok=True)
     try: torch.hub.download_url_to_file(url, str(dst), hash_prefix=dst.stem.split('-')[-1], progress=True)
     except Exception as e:
-        raise RuntimeError(f"could not download the Kinetics-400 r3d_18 weights from {url} to {dst} ({type(e).__name__}: {e}); "
-                           f"without a network connection, copy that file there or pass weights=PATH") from e
+        raise RuntimeError(f"could not download the Kinetics-400 r3d_18 weights from {url} to {dst} "
+                           f"({type(e).__name__}: {e}); "
+                           "without a network connection, copy that file there or pass weights=PATH") from e
     return dst
 
 # %% ../nbs/10_model.ipynb #c012
@@ -128,7 +131,8 @@ class UpBlock3d(nn.Module):
         super().__init__()
         self.up = nn.ConvTranspose3d(ni, nf, kernel_size=stride, stride=stride)
         self.norm = nn.InstanceNorm3d(n_skip, affine=True)
-        self.convs = nn.Sequential(_conv3(nf + n_skip, nf), nn.ReLU(inplace=True), _conv3(nf, nf), nn.ReLU(inplace=True))
+        self.convs = nn.Sequential(_conv3(nf + n_skip, nf), nn.ReLU(inplace=True),
+                                   _conv3(nf, nf), nn.ReLU(inplace=True))
 
     def forward(self, x, skip):
         x = torch.relu(self.up(x))
@@ -164,7 +168,8 @@ class R3DDecoder(nn.Module):
                  widths=DECODER_WIDTHS,    # channels out of the four up blocks
                 ):
         super().__init__()
-        self.middle = nn.Sequential(_conv3(512, 1024), nn.ReLU(inplace=True), _conv3(1024, 512), nn.ReLU(inplace=True)) if middle else nn.Identity()
+        self.middle = (nn.Sequential(_conv3(512, 1024), nn.ReLU(inplace=True), _conv3(1024, 512), nn.ReLU(inplace=True))
+                       if middle else nn.Identity())
         ups, ni = [], 512
         for n_skip, nf, stride in zip((256, 128, 64, 1), widths, (2, 2, 2, (1, 2, 2))):
             ups.append(UpBlock3d(ni, n_skip, nf, stride)); ni = nf
@@ -181,9 +186,11 @@ class R3DDecoder(nn.Module):
 
 # %% ../nbs/10_model.ipynb #c033
 class R3DUNet(nn.Module):
-    "Fully 3D U-Net: r3d_18 encoder (grey stem) and a transposed-conv decoder; (B, 1, D, H, W) -> (B, n_classes, D, H, W) logits."
+    ("Fully 3D U-Net: r3d_18 encoder (grey stem) and a transposed-conv decoder; (B, 1, D, H, W) -> (B, n_classes, D, "
+     "H, W) logits.")
     def __init__(self, n_classes:int=2,   # output channels (logits)
-                 pretrained:bool=False,    # encoder from torchvision's Kinetics-400 weights (downloaded once if missing)
+                 # encoder from torchvision's Kinetics-400 weights (downloaded once if missing)
+                 pretrained:bool=False,
                  weights=None,             # or: path of a local torchvision r3d_18 state dict
                  middle:bool=True,         # double conv 512 -> 1024 -> 512 after the encoder
                 ):
@@ -198,11 +205,12 @@ class R3DUNet(nn.Module):
         if not x.is_floating_point(): raise ValueError(f"R3DUNet expects a floating point input, got {x.dtype}")
         size = tuple(x.shape[2:])
         if any(s < m for s, m in zip(size, MIN_SIZE)):
-            raise ValueError(f"input size (D, H, W) = {size} is smaller than MIN_SIZE = {MIN_SIZE}: the encoder halves D three "
-                             f"times and H, W four times; resize or pad the volume")
+            raise ValueError(f"input size (D, H, W) = {size} is smaller than MIN_SIZE = {MIN_SIZE}: the encoder halves "
+                             f"D three times and H, W four times; resize or pad the volume")
         if self.training and x.shape[0] * math.prod(feature_sizes(size)['layer4']) == 1:
-            raise ValueError(f"a training batch of one volume of size {size} leaves a 1x1x1 deepest map, one value per channel "
-                             f"for BatchNorm; use a batch of 2 or more, or a larger size (D > 8, H > 16 or W > 16)")
+            raise ValueError(f"a training batch of one volume of size {size} leaves a 1x1x1 deepest map, "
+                             "one value per channel for BatchNorm; "
+                             "use a batch of 2 or more, or a larger size (D > 8, H > 16 or W > 16)")
 
     def forward(self, x):
         self._check(x)

@@ -25,14 +25,17 @@ __all__ = ['SYNTAXES', 'ANONYMISED_AWAY', 'NIFTI_KINDS', 'DOSE_SR', 'sample_at',
            'check_readers', 'ras_affine', 'write_nifti_variant', 'add_clutter']
 
 # %% ../nbs/05_pacs.ipynb #p08
-SYNTAXES = dict(explicit=ExplicitVRLittleEndian, implicit=ImplicitVRLittleEndian, rle=RLELossless, jpegls=JPEGLSLossless,
-                jpeg2000=JPEG2000Lossless, jpeg=JPEGLosslessSV1)
-
 def sample_at(vol:Volume, pts:np.ndarray, cval:float=-1024.)->np.ndarray:
     "Values of `vol` (trilinear) at physical LPS points `pts` (..., 3); `cval` outside."
     g = vol.geometry
-    ijk = ((pts - np.asarray(g.origin)) @ np.asarray(g.direction).reshape(3, 3)) / np.asarray(g.spacing[::-1])   # (x, y, z) index
-    return ndimage.map_coordinates(vol.array.astype(np.float32), np.moveaxis(ijk[..., ::-1], -1, 0), order=1, mode='constant', cval=cval)
+    # (x, y, z) index
+    ijk = ((pts - np.asarray(g.origin)) @ np.asarray(g.direction).reshape(3, 3)) / np.asarray(g.spacing[::-1])
+    return ndimage.map_coordinates(vol.array.astype(np.float32), np.moveaxis(ijk[..., ::-1], -1, 0), order=1,
+                                   mode='constant', cval=cval)
+
+# %% ../nbs/05_pacs.ipynb #p08j
+SYNTAXES = dict(explicit=ExplicitVRLittleEndian, implicit=ImplicitVRLittleEndian, rle=RLELossless,
+                jpegls=JPEGLSLossless, jpeg2000=JPEG2000Lossless, jpeg=JPEGLosslessSV1)
 
 def _jpeg_lossless(path):
     "Transcode a DICOM file in place to JPEG Lossless, process 14, selection value 1 (GDCM)."
@@ -47,7 +50,8 @@ def _jpeg_lossless(path):
     if not w.Write(): raise RuntimeError(f"{path}: GDCM cannot write it")
 
 # %% ../nbs/05_pacs.ipynb #p09
-ANONYMISED_AWAY = ('PatientID', 'PatientName', 'StudyInstanceUID', 'SeriesNumber', 'InstanceNumber', 'ImageType', 'SliceThickness', 'Modality')
+ANONYMISED_AWAY = ('PatientID', 'PatientName', 'StudyInstanceUID', 'SeriesNumber', 'InstanceNumber', 'ImageType',
+                   'SliceThickness', 'Modality')
 
 def write_series(folder,              # where the files go (created)
                  vol:Volume,          # the anatomy in HU; its grid gives the slices (unless tilted)
@@ -58,7 +62,8 @@ def write_series(folder,              # where the files go (created)
                  shuffle:bool=False,  # file names in no order (random hex names)
                  minimal:bool=False,  # leave out what anonymisers remove (`ANONYMISED_AWAY`)
                  pad:float|None=None, # value written outside the scan circle (e.g. -2048, -3024)
-                 series_uid=None, study_uid=None, frame_uid=None, # Series, Study and FrameOfReference UIDs (new ones if None)
+                 # Series, Study and FrameOfReference UIDs (new ones if None)
+                 series_uid=None, study_uid=None, frame_uid=None,
                  seed:int=0,          # draws the shuffled names
                  **tags,              # more header attributes, e.g. SeriesDescription, ImageType
                 )->list: # the files written, in slice order
@@ -72,7 +77,8 @@ def write_series(folder,              # where the files go (created)
         r, c, step = np.array([1., 0, 0]), np.array([0., np.cos(t), np.sin(t)]), np.array([0., 0., sz / np.cos(t)])
     jj, ii = np.meshgrid(np.arange(nx), np.arange(ny))
     outside = ~_scan_circle((ny, nx))
-    series_uid, study_uid, frame_uid, paths = series_uid or generate_uid(), study_uid or generate_uid(), frame_uid or generate_uid(), []
+    series_uid, study_uid, frame_uid, paths = (series_uid or generate_uid(), study_uid or generate_uid(),
+                                               frame_uid or generate_uid(), [])
     for k in range(nz):
         ipp = np.asarray(g.origin, float) + k * step
         hu = vol.array[k] if not tilt_deg else sample_at(vol, ipp + jj[..., None] * sx * r + ii[..., None] * sy * c)
@@ -80,12 +86,14 @@ def write_series(folder,              # where the files go (created)
         slope = 1. if slopes is None else float(slopes[k % len(slopes)])
         inter = -1024. if intercepts is None else float(intercepts[k % len(intercepts)])
         sop = generate_uid()
-        t = dict(SOPClassUID=CTImageStorage, SOPInstanceUID=sop, Modality='CT', PatientID='SYNTH', PatientName='Synthetic^Phantom',
-                 StudyInstanceUID=study_uid, SeriesInstanceUID=series_uid, FrameOfReferenceUID=frame_uid, SeriesNumber=2, InstanceNumber=k + 1,
+        t = dict(SOPClassUID=CTImageStorage, SOPInstanceUID=sop, Modality='CT', PatientID='SYNTH',
+                 PatientName='Synthetic^Phantom', StudyInstanceUID=study_uid, SeriesInstanceUID=series_uid,
+                 FrameOfReferenceUID=frame_uid, SeriesNumber=2, InstanceNumber=k + 1,
                  StudyDate='20200401', StudyTime='120000', SeriesDate='20200401', SeriesTime='120500',
                  ImageType=['ORIGINAL', 'PRIMARY', 'AXIAL'], ImagePositionPatient=[float(v) for v in ipp],
                  ImageOrientationPatient=[float(v) for v in (*r, *c)], PixelSpacing=[float(sy), float(sx)],
-                 SliceThickness=float(sz), RescaleSlope=slope, RescaleIntercept=inter, RescaleType='HU', GantryDetectorTilt=float(tilt_deg))
+                 SliceThickness=float(sz), RescaleSlope=slope, RescaleIntercept=inter, RescaleType='HU',
+                 GantryDetectorTilt=float(tilt_deg))
         ds = _ct_dataset(np.clip(np.round((hu - inter) / slope), -32768, 32767), {**t, **tags})
         if minimal:
             for key in ANONYMISED_AWAY:
@@ -93,7 +101,8 @@ def write_series(folder,              # where the files go (created)
         p = folder/(f"{uuid.UUID(int=int(rng.integers(0, 2**62))).hex}.dcm" if shuffle else f"{k + 1:04d}.dcm")
         if syntax == 'implicit': ds.file_meta.TransferSyntaxUID = ImplicitVRLittleEndian
         elif syntax in ('rle', 'jpegls', 'jpeg2000'): ds.compress(SYNTAXES[syntax])
-        elif syntax not in ('explicit', 'jpeg'): raise ValueError(f"syntax must be one of {list(SYNTAXES)}, not {syntax!r}")
+        elif syntax not in ('explicit', 'jpeg'):
+            raise ValueError(f"syntax must be one of {list(SYNTAXES)}, not {syntax!r}")
         ds.save_as(str(p), enforce_file_format=True)
         if syntax == 'jpeg': _jpeg_lossless(p)
         paths.append(p)
@@ -101,30 +110,38 @@ def write_series(folder,              # where the files go (created)
 
 # %% ../nbs/05_pacs.ipynb #p12
 def read_with_nibabel(path)->Volume:
-    "A NIfTI file as nibabel reads it (data scaled by scl_slope/inter; the sform if set, else the qform), as a (z, y, x) LPS `Volume`."
+    ("A NIfTI file as nibabel reads it (data scaled by scl_slope/inter; the sform if set, else the qform), as a "
+     "(z, y, x) LPS `Volume`.")
     import nibabel as nib
     img = nib.load(str(path))
     data = np.asarray(img.get_fdata(dtype=np.float32))
     if data.ndim == 4 and data.shape[3] == 1: data = data[..., 0]
     A = np.diag([-1., -1., 1., 1.]) @ img.affine                  # RAS -> LPS
     sp = np.linalg.norm(A[:3, :3], axis=0)
-    return Volume(np.ascontiguousarray(data.transpose(2, 1, 0)), Geometry(data.shape[::-1], tuple(float(s) for s in sp[::-1]),
-                  tuple(float(o) for o in A[:3, 3]), tuple(float(d) for d in (A[:3, :3] / sp).ravel())), str(path))
+    return Volume(np.ascontiguousarray(data.transpose(2, 1, 0)),
+                  Geometry(data.shape[::-1], tuple(float(s) for s in sp[::-1]),
+                           tuple(float(o) for o in A[:3, 3]), tuple(float(d) for d in (A[:3, :3] / sp).ravel())),
+                  str(path))
 
+# %% ../nbs/05_pacs.ipynb #p12x
 def dcm2niix_exe()->str:
     "The dcm2niix binary (PyPI package `dcm2niix`), or a clear error."
     exe = shutil.which('dcm2niix') or shutil.which('dcm2niix', path=str(Path(sys.executable).parent))
-    if exe is None: raise FileNotFoundError("dcm2niix not found: `pip install dcm2niix` (a development dependency of covseg)")
+    if exe is None:
+        raise FileNotFoundError("dcm2niix not found: `pip install dcm2niix` (a development dependency of covseg)")
     return exe
 
 def read_with_dcm2niix(folder, out)->dict:
-    "Every series under `folder` as dcm2niix converts it into `out`: {file name: `Volume`}, gantry-tilt corrections (`*_Tilt_1.nii`) included."
+    ("Every series under `folder` as dcm2niix converts it into `out`: {file name: `Volume`}, gantry-tilt corrections "
+     "(`*_Tilt_1.nii`) included.")
     out = Path(out); out.mkdir(parents=True, exist_ok=True)
-    r = subprocess.run([dcm2niix_exe(), '-z', 'n', '-b', 'n', '-f', '%s_%d', '-o', str(out), str(folder)], capture_output=True, text=True)
+    r = subprocess.run([dcm2niix_exe(), '-z', 'n', '-b', 'n', '-f', '%s_%d', '-o', str(out), str(folder)],
+                       capture_output=True, text=True)
     files = sorted(out.glob('*.nii'))
     if not files: raise RuntimeError(f"dcm2niix converted nothing in {folder}: {(r.stdout + r.stderr)[-400:]}")
     return {f.name: read_with_nibabel(f) for f in files}
 
+# %% ../nbs/05_pacs.ipynb #p12z
 def read_with_dicom2nifti(folder, out)->Volume:
     "The series in `folder` as dicom2nifti converts it (no reorientation)."
     import dicom2nifti
@@ -134,7 +151,8 @@ def read_with_dicom2nifti(folder, out)->Volume:
 
 # %% ../nbs/05_pacs.ipynb #p14
 def compare(a:Volume, b:Volume)->dict:
-    "How far two readings of one series lie apart in patient space: largest differences of origin (mm), spacing (mm), direction cosines and voxels (HU)."
+    ("How far two readings of one series lie apart in patient space: largest differences of origin (mm), spacing "
+     "(mm), direction cosines and voxels (HU).")
     a, b = canonical(a), canonical(b)
     ga, gb = a.geometry, b.geometry
     d = lambda k: float(np.abs(np.subtract(getattr(ga, k), getattr(gb, k))).max())
@@ -142,8 +160,10 @@ def compare(a:Volume, b:Volume)->dict:
     return dict(size=same, origin_mm=d('origin'), spacing_mm=d('spacing'), direction=d('direction'),
                 max_hu=float(np.abs(a.array - b.array).max()) if same else float('nan'))
 
+# %% ../nbs/05_pacs.ipynb #p15e
 def error_vs_truth(v:Volume, truth:Volume)->float:
-    "Median |HU| difference between `v` and `truth` sampled (trilinear) at `v`'s voxel centres, over the central half of `v`'s rows and columns."
+    ("Median |HU| difference between `v` and `truth` sampled (trilinear) at `v`'s voxel centres, over the central "
+     "half of `v`'s rows and columns.")
     z, y, x = np.meshgrid(*[np.arange(n) for n in v.shape], indexing='ij')
     keep = (np.abs(y - (v.shape[1] - 1) / 2) < v.shape[1] / 4) & (np.abs(x - (v.shape[2] - 1) / 2) < v.shape[2] / 4)
     idx = np.argwhere(keep)
@@ -153,19 +173,25 @@ def error_vs_truth(v:Volume, truth:Volume)->float:
 
 # %% ../nbs/05_pacs.ipynb #p17
 def series_kinds(vol:Volume)->dict:
-    "The series kinds to check: name -> (volume to write, `write_series` options); coronal and feet-first ones are `vol` re-stored by DICOMOrient."
+    ("The series kinds to check: name -> (volume to write, `write_series` options); coronal and feet-first ones are "
+     "`vol` re-stored by DICOMOrient.")
     re_stored = lambda o: from_sitk(sitk.DICOMOrient(to_sitk(vol), o), vol.path)
     return {'explicit VR, in order': (vol, {}), 'implicit VR': (vol, dict(syntax='implicit')),
             'RLE Lossless': (vol, dict(syntax='rle')), 'JPEG Lossless (process 14)': (vol, dict(syntax='jpeg')),
             'JPEG-LS lossless': (vol, dict(syntax='jpegls')), 'JPEG 2000 lossless': (vol, dict(syntax='jpeg2000')),
-            'file names not in slice order': (vol, dict(shuffle=True)), 'anonymised (no patient, study, modality)': (vol, dict(minimal=True)),
-            'rescale slope/intercept per slice': (vol, dict(slopes=[1., .5, .25, 1.], intercepts=[-1024., -1000., 0., -2048.])),
-            'padding -3024 outside the scan circle': (vol, dict(pad=-3024.)), 'padding -2048, JPEG 2000': (vol, dict(pad=-2048., syntax='jpeg2000')),
+            'file names not in slice order': (vol, dict(shuffle=True)),
+            'anonymised (no patient, study, modality)': (vol, dict(minimal=True)),
+            'rescale slope/intercept per slice': (vol, dict(slopes=[1., .5, .25, 1.],
+                                                            intercepts=[-1024., -1000., 0., -2048.])),
+            'padding -3024 outside the scan circle': (vol, dict(pad=-3024.)),
+            'padding -2048, JPEG 2000': (vol, dict(pad=-2048., syntax='jpeg2000')),
             'coronal slices': (re_stored('LIP'), {}), 'axial, stacked feet first': (re_stored('RPI'), {}),
             'gantry tilt +15 degrees': (vol, dict(tilt_deg=15.)), 'gantry tilt -15 degrees': (vol, dict(tilt_deg=-15.))}
 
+# %% ../nbs/05_pacs.ipynb #p17c
 def check_readers(vol:Volume, work)->pd.DataFrame:
-    "One row per series kind: covseg's reading against the truth (`vol`), dcm2niix's and dicom2nifti's; refusals and tilt figures in `note`."
+    ("One row per series kind: covseg's reading against the truth (`vol`), dcm2niix's and dicom2nifti's; refusals "
+     "and tilt figures in `note`.")
     rows = []
     for name, (v, kw) in series_kinds(vol).items():
         d = Path(work)/uuid.uuid4().hex[:8]
@@ -174,9 +200,13 @@ def check_readers(vol:Volume, work)->pd.DataFrame:
         truth = v if kw.get('pad') is None else v.with_array(np.where(_scan_circle(v.shape), v.array, kw['pad']))
         row = dict(kind=name, covseg_vs_truth_hu=error_vs_truth(ours, vol) if tilt else compare(ours, truth)['max_hu'])
         for tool in ('dcm2niix', 'dicom2nifti'):
-            try: other = read_with_dcm2niix(d/'dicom', d/tool) if tool == 'dcm2niix' else {tool: read_with_dicom2nifti(d/'dicom', d/tool)}
+            try:
+                other = (read_with_dcm2niix(d/'dicom', d/tool) if tool == 'dcm2niix'
+                         else {tool: read_with_dicom2nifti(d/'dicom', d/tool)})
             except Exception as e:
-                notes.append(f"{tool} refuses ({type(e).__name__}: {str(e).strip().splitlines()[-1][:50] if str(e).strip() else ''})"); continue
+                notes.append(f"{tool} refuses "
+                             f"({type(e).__name__}: {str(e).strip().splitlines()[-1][:50] if str(e).strip() else ''})")
+                continue
             if tilt:                                                  # no common grid: each reading against the truth
                 notes.append(', '.join(f"{tool} {k}: {error_vs_truth(w, vol):.1f}" for k, w in other.items())); continue
             c = compare(ours, next(iter(other.values())))
@@ -194,7 +224,9 @@ def ras_affine(g:Geometry)->np.ndarray:
     A[:3, 3] = g.origin
     return np.diag([-1., -1., 1., 1.]) @ A
 
-NIFTI_KINDS = ('int16', 'int32', 'float64', 'sform only', 'sform only, pixdim 1', 'scl_slope 2, scl_inter -1024', 'axes listed z, x, y')
+# %% ../nbs/05_pacs.ipynb #p22n
+NIFTI_KINDS = ('int16', 'int32', 'float64', 'sform only', 'sform only, pixdim 1', 'scl_slope 2, scl_inter -1024',
+               'axes listed z, x, y')
 
 def write_nifti_variant(path, vol:Volume, kind:str)->Path:
     "`vol` written by nibabel as one of `NIFTI_KINDS`."
@@ -223,16 +255,19 @@ def add_clutter(folder,   # the study folder (its series in sub-folders or not)
     folder = Path(folder); uids = dict(scout=generate_uid(), reformat=generate_uid(), dose=generate_uid())
     mid = vol.array[:, vol.shape[1] // 2][None]                 # one coronal plane as the "projection"
     g = vol.geometry
-    scout = Volume(mid, Geometry((1, *mid.shape[1:]), (1., g.spacing[0], g.spacing[2]), g.origin, (1., 0, 0, 0, 0, 1, 0, -1, 0)))
+    scout = Volume(mid, Geometry((1, *mid.shape[1:]), (1., g.spacing[0], g.spacing[2]), g.origin,
+                                 (1., 0, 0, 0, 0, 1, 0, -1, 0)))
     write_series(folder/'scout', scout, series_uid=uids['scout'], study_uid=study_uid, SeriesNumber=1,
                  ImageType=['ORIGINAL', 'PRIMARY', 'LOCALIZER'], SeriesDescription='Topogram')
-    write_series(folder/'reformat', from_sitk(sitk.DICOMOrient(to_sitk(vol), 'LIP')), series_uid=uids['reformat'], study_uid=study_uid,
-                 SeriesNumber=3, ImageType=['DERIVED', 'SECONDARY', 'REFORMATTED'], SeriesDescription='COR MPR')
+    write_series(folder/'reformat', from_sitk(sitk.DICOMOrient(to_sitk(vol), 'LIP')), series_uid=uids['reformat'],
+                 study_uid=study_uid, SeriesNumber=3, ImageType=['DERIVED', 'SECONDARY', 'REFORMATTED'],
+                 SeriesDescription='COR MPR')
     sop = generate_uid()
     meta = FileMetaDataset(); meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID = DOSE_SR, sop
     meta.TransferSyntaxUID = ExplicitVRLittleEndian
     ds = FileDataset('dose', {}, file_meta=meta, preamble=b'\0' * 128)
     ds.SOPClassUID, ds.SOPInstanceUID, ds.Modality, ds.StudyInstanceUID = DOSE_SR, sop, 'SR', study_uid
     ds.SeriesInstanceUID, ds.SeriesNumber, ds.SeriesDescription = uids['dose'], 997, 'Dose Report'
-    (folder/'dose').mkdir(parents=True, exist_ok=True); ds.save_as(str(folder/'dose'/'dose.dcm'), enforce_file_format=True)
+    (folder/'dose').mkdir(parents=True, exist_ok=True)
+    ds.save_as(str(folder/'dose'/'dose.dcm'), enforce_file_format=True)
     return uids

@@ -41,7 +41,8 @@ def _lattice_weights(coords, lo:float, step:float, n:int)->np.ndarray:
     return (w/np.sqrt((w**2).sum(1, keepdims=True))).astype(np.float32)
 
 class SmoothField:
-    "A smooth random field of unit variance over a box in mm: random lattice values every `step` mm, B-spline interpolated."
+    ("A smooth random field of unit variance over a box in mm: random lattice values every `step` mm, B-spline "
+     "interpolated.")
     def __init__(self, rng:np.random.Generator, # where the lattice values come from
                  box, # ((z0, z1), (y0, y1), (x0, x1)) in mm that the field must cover
                  step:float): # lattice spacing in mm: the size of the blobs
@@ -119,7 +120,8 @@ def cavity_axes(an:SimpleNamespace, z)->tuple:
     return a - an.wall_x, ba - an.wall_ant, bp - an.wall_post, yc
 
 def _ellipse(x, yy, a, b_ant, b_post):
-    "Normalised radius `rho` of (x, yy) in the egg-shaped outline and the approximate signed distance to it (mm, + outside)."
+    ("Normalised radius `rho` of (x, yy) in the egg-shaped outline and the approximate signed distance to it (mm, + "
+     "outside).")
     post = yy > 0
     b = np.where(post, b_post, b_ant)
     u, v = x/a, yy/b
@@ -385,7 +387,8 @@ def _lesion(rng, centre, radius, kind, hu, hu_sd, normal=None, core=0., fade=0.6
     if normal is None:   # deep in the lung: any orientation, mildly elongated
         n, e = _unit(rng.standard_normal(3)), np.exp(rng.uniform(-0.25, 0.25, 3))
     else:                # under the pleura: flattened against it, spread along it
-        n, e = _unit(np.asarray(normal, float)), np.array([rng.uniform(0.55, 0.8), rng.uniform(1, 1.35), rng.uniform(0.9, 1.25)])
+        n, e = _unit(np.asarray(normal, float)), np.array([rng.uniform(0.55, 0.8), rng.uniform(1, 1.35),
+                                                           rng.uniform(0.9, 1.25)])
     t1 = rng.standard_normal(3); t1 = _unit(t1 - (t1 @ n)*n)
     axes = radius*e
     half = 1.6*axes.max()
@@ -398,7 +401,8 @@ def _lesion(rng, centre, radius, kind, hu, hu_sd, normal=None, core=0., fade=0.6
 def lesion_radius_range(radius_mm)->tuple:
     "`radius_mm` (lo, hi) as floats, refused unless 1 <= lo <= hi <= 60 mm."
     r_lo, r_hi = (float(v) for v in radius_mm)
-    if not 1 <= r_lo <= r_hi <= 60: raise ValueError(f"radius_mm must be a range (lo, hi) in mm with 1 <= lo <= hi <= 60, not {radius_mm!r}")
+    if not 1 <= r_lo <= r_hi <= 60:
+        raise ValueError(f"radius_mm must be a range (lo, hi) in mm with 1 <= lo <= hi <= 60, not {radius_mm!r}")
     return r_lo, r_hi
 
 def draw_lesions(rng:np.random.Generator, # draws count, places, sizes and kinds
@@ -427,9 +431,12 @@ def draw_lesions(rng:np.random.Generator, # draws count, places, sizes and kinds
     for i in range(n):
         j = rng.choice(len(w), p=w/w.sum())
         centre = np.array([cz[iz[j]], cy[iy[j]], cx[ix[j]]]) + rng.uniform(-0.5, 0.5, 3)*cell
-        radius = rng.uniform(max(12, r_lo), max(35, r_lo)) if i == 0 else np.exp(rng.uniform(np.log(r_lo), np.log(r_hi)))
+        radius = (rng.uniform(max(12, r_lo), max(35, r_lo)) if i == 0
+                  else np.exp(rng.uniform(np.log(r_lo), np.log(r_hi))))
         k = rng.uniform()
-        if k < 0.15: out.append(_lesion(rng, centre, np.clip(radius, 15, 30), 'consolidation', rng.uniform(-60, 40), 20, normal(j), fade=0.))
+        if k < 0.15:
+            out.append(_lesion(rng, centre, np.clip(radius, 15, 30), 'consolidation', rng.uniform(-60, 40), 20,
+                               normal(j), fade=0.))
         else: out.append(_lesion(rng, centre, radius, 'ggo', rng.uniform(-650, -450), 50, normal(j),
                                  core=rng.uniform(max(0.45, 10/radius), 0.75) if k < 0.5 and radius > 15 else 0.))
     if pleural_consolidation:
@@ -458,12 +465,14 @@ def render_lesion(les:dict, # a lesion from `draw_lesions`
     c, half = les['centre_mm'], les['half']
     sl = tuple(_span(c[i] - half, c[i] + half, grid[i]) for i in range(3))
     idx = tuple(_nearest(g, v) for g, v in zip(grid, c))
-    recs = [dict(kind=les['kind'], centre=idx, centre_mm=c, radius_mm=les['radius_mm'], n_voxels=0, pleural=les.get('pleural', False))]
+    recs = [dict(kind=les['kind'], centre=idx, centre_mm=c, radius_mm=les['radius_mm'], n_voxels=0,
+                 pleural=les.get('pleural', False))]
     if les['core'] > 0: recs.append(dict(recs[0], kind='consolidation', radius_mm=les['radius_mm']*les['core']))
     if any(s.start >= s.stop for s in sl): return recs
     lz, ly, lx = (grid[i][sl[i]] - c[i] for i in range(3))
     Z, Y, X = lz[:, None, None], ly[None, :, None], lx[None, None, :]
-    rho = np.sqrt(sum(((Z*float(b[0]) + Y*float(b[1]) + X*float(b[2]))/float(ax))**2 for b, ax in zip(les['basis'], les['axes'])))
+    rho = np.sqrt(sum(((Z*float(b[0]) + Y*float(b[1]) + X*float(b[2]))/float(ax))**2
+                      for b, ax in zip(les['basis'], les['axes'])))
     score = rho*np.exp(0.3*np.clip(les['shape_field'](lz, ly, lx), -1.5, 1.5))
     region = (score < 1) & (lungs[sl] > 0)
     tex = les['tex_field'](lz, ly, lx)
@@ -541,7 +550,8 @@ class Phantom:
     infection: np.ndarray  # uint8 0/1: COVID-19 infiltrate (GGO and consolidation), inside the lungs
     nodule: np.ndarray     # uint8 0/1: solid non-infectious nodule(s) in a lung, disjoint from `infection`
     spacing: tuple         # mm between voxel centres, (z, y, x)
-    lesions: list          # per lesion: kind ('ggo'|'consolidation'), centre (z, y, x) voxel index, radius_mm, n_voxels, ...
+    # per lesion: kind ('ggo'|'consolidation'), centre (z, y, x) voxel index, radius_mm, n_voxels, ...
+    lesions: list
     seed: int              # the seed it was drawn from
     vessels: np.ndarray|None = None      # uint8 0/1: intrapulmonary vessels
     lesion_kind: np.ndarray|None = None  # uint8: 0 none, 1 GGO, 2 consolidation
@@ -552,7 +562,8 @@ class Phantom:
 
     def __repr__(self):
         return (f"Phantom(seed={self.seed}, shape={self.shape}, spacing={tuple(round(s, 3) for s in self.spacing)}, "
-                f"lesions={len(self.lesions)}, infection={int(self.infection.sum())} vx, nodule={int(self.nodule.sum())} vx)")
+                f"lesions={len(self.lesions)}, infection={int(self.infection.sum())} vx, "
+                f"nodule={int(self.nodule.sum())} vx)")
 
 # %% ../nbs/01_phantom.ipynb #c042
 def make_phantom(shape:tuple=(48, 128, 128), # voxels (z, y, x)
@@ -560,7 +571,8 @@ def make_phantom(shape:tuple=(48, 128, 128), # voxels (z, y, x)
                  seed:int=0, # everything is drawn from this
                  n_lesions:int|None=None, # number of lesions; None: 1 to 8 drawn from the seed
                  fov_mm:tuple=FOV_MM, # field of view (z, y, x) in mm, used when `spacing` is None
-                 pleural_consolidation:bool=False, # add a large dense consolidation against the chest wall at a lung base
+                 # add a large dense consolidation against the chest wall at a lung base
+                 pleural_consolidation:bool=False,
                  n_nodules:int=1, # solid non-infectious nodules
                  lesion_mm:tuple=(5., 40.), # range of the lesions' radii in mm
                 )->Phantom:
@@ -580,7 +592,8 @@ def make_phantom(shape:tuple=(48, 128, 128), # voxels (z, y, x)
     inlung = lungs > 0
     vessels = np.zeros(shape, np.uint8)
     g = rng(2)
-    render_tubes(img, vessels, np.concatenate([vessel_tree(g, an, 1), vessel_tree(g, an, 2)]), spacing, 40., where=inlung)
+    render_tubes(img, vessels, np.concatenate([vessel_tree(g, an, 1), vessel_tree(g, an, 2)]), spacing, 40.,
+                 where=inlung)
     render_tubes(img, None, bronchi(an), spacing, -1000., where=~inlung)
     kind = np.zeros(shape, np.uint8)
     specs = draw_lesions(rng(3), an, fov, n_lesions, pleural_consolidation, coarse, lesion_mm)
@@ -607,14 +620,18 @@ def show_phantom(p:Phantom, # the phantom to show
         if n:
             big = np.argmax(ndi.sum_labels(p.infection, cc, range(1, n + 1))) + 1
             cz, cy, _ = (int(round(v)) for v in ndi.center_of_mass(cc == big))
-        else: cz, cy = (int(np.median(i)) for i in np.nonzero(p.lungs)[:2]) if p.lungs.any() else (p.shape[0]//2, p.shape[1]//2)
+        else:
+            cz, cy = ((int(np.median(i)) for i in np.nonzero(p.lungs)[:2]) if p.lungs.any()
+                      else (p.shape[0]//2, p.shape[1]//2))
         z, y = cz if z is None else z, cy if y is None else y
     if axs is None: _, axs = plt.subplots(1, 2, figsize=(12, 5.5))
     sz, sy, sx = p.spacing
     views = [(p.image[z], p.lungs[z], p.infection[z], p.nodule[z], 'upper', sy/sx, f'axial z={z} (L on the right)'),
-             (p.image[:, y], p.lungs[:, y], p.infection[:, y], p.nodule[:, y], 'lower', sz/sx, f'coronal y={y} (head up)')]
+             (p.image[:, y], p.lungs[:, y], p.infection[:, y], p.nodule[:, y], 'lower', sz/sx,
+              f'coronal y={y} (head up)')]
     for ax, (im, lu, inf, nod, origin, aspect, title) in zip(axs, views):
-        ax.imshow(im, cmap='gray', vmin=window[0], vmax=window[1], origin=origin, aspect=aspect, interpolation='nearest')
+        ax.imshow(im, cmap='gray', vmin=window[0], vmax=window[1], origin=origin, aspect=aspect,
+                  interpolation='nearest')
         for m, col in ((lu > 0, 'cyan'), (inf, 'red'), (nod, 'yellow')):
             if m.any(): ax.contour(m, [0.5], colors=col, linewidths=0.8)
         ax.set_title(title); ax.set_xticks([]); ax.set_yticks([])

@@ -6,70 +6,24 @@ Docs: https://covseg.github.io/covseg/preprocess.html.md"""
 
 # %% ../nbs/08_preprocess.ipynb #c002
 from __future__ import annotations
-import json, os, uuid, shutil, hashlib, time
+import json, os, time
 from dataclasses import dataclass, asdict
 from pathlib import Path
 import numpy as np
 import pandas as pd
 import SimpleITK as sitk
 import covseg
-from .io import CovsegInputError, Geometry, Volume, progress, to_sitk, read_nifti, check_same_grid, atomic_path, replace_dir
+from .io import CovsegInputError, Geometry, Volume, progress, to_sitk, read_nifti, check_same_grid, atomic_path
+from .cache import (PAPER_GRIDS, SPLIT, FAILURES, grid_name, parse_grid, fingerprint, cache_key, entry_dir,
+                          write_entry, read_meta, is_valid, load_case, load_sample, geometry_columns, write_manifest,
+                          read_manifest, GEOMETRY_COLUMNS)
 from .transforms import resize_geometry, _resize_sitk, _mask255, canonical, obliquity, MAX_OBLIQUE_DEG
 from .synth import is_synthetic
-from .datasets import (Case, Failure, _failure, read_coronacases, read_mosmed, read_ricord, convert_ricord, INFECTIOUS, split_by_patient, DATASETS)
+from .datasets import (Case, Failure, _failure, read_coronacases, read_mosmed, read_ricord, convert_ricord,
+                             INFECTIOUS, split_by_patient, DATASETS)
 
 # %% auto #0
-__all__ = ['CACHE_VERSION', 'PAPER_GRIDS', 'grid_name', 'parse_grid', 'fingerprint', 'cache_key', 'entry_dir', 'read_meta',
-           'is_valid', 'load_case', 'load_sample', 'read_case', 'cache_case', 'load_split', 'prepare', 'summary']
-
-# %% ../nbs/08_preprocess.ipynb #c014
-CACHE_VERSION = 3            # 2: grids flipped to LPS; 3: axes also permuted to LPS (coronal, sagittal studies), oblique ones resampled
-PAPER_GRIDS = ((18, 112, 112), (20, 256, 256))   # the paper's stage-1 and stage-2 whole-volume grids
-
-def grid_name(size)->str: return 'x'.join(str(int(s)) for s in size)
-
-def parse_grid(s:str)->tuple:
-    "(z, y, x) from a grid name like '20x256x256'."
-    try: t = tuple(int(v) for v in s.lower().split('x'))
-    except ValueError: t = ()
-    if len(t) != 3 or min(t) < 1: raise ValueError(f"grid {s!r} is not of the form ZxYxX, e.g. 20x256x256")
-    return t
-
-def fingerprint(path)->dict:
-    "What identifies a source file's content cheaply: path, size and modification time."
-    st = Path(path).stat()
-    return dict(path=str(Path(path).resolve()), size=st.st_size, mtime_ns=st.st_mtime_ns)
-
-def cache_key(sources:list, params:dict)->str:
-    "Hash of the source fingerprints and the parameters of an entry."
-    blob = json.dumps(dict(v=CACHE_VERSION, sources=[fingerprint(p) for p in sources], params=params), sort_keys=True)
-    return hashlib.sha1(blob.encode()).hexdigest()
-
-# %% ../nbs/08_preprocess.ipynb #c016
-def entry_dir(cache, size, dataset, case_id)->Path: return Path(cache)/'grids'/grid_name(size)/dataset/case_id
-
-def read_meta(d)->dict|None:
-    "The sidecar of a cache entry, or None if it is missing or unreadable."
-    try: return json.loads((Path(d)/'meta.json').read_text())
-    except (OSError, json.JSONDecodeError): return None
-
-def is_valid(d, key:str)->bool:
-    "Is the cache entry at `d` complete and made from the same sources and parameters (`key`)?"
-    m = read_meta(d)
-    return m is not None and m.get('key') == key and all((Path(d)/f).is_file() for f in ('image.npy', 'mask.npy'))
-
-# %% ../nbs/08_preprocess.ipynb #c017
-def load_case(d, mmap:bool=True)->tuple:
-    "(image, mask, meta) of a cache entry; arrays memory-mapped unless `mmap` is False."
-    m = read_meta(d)
-    if m is None: raise CovsegInputError(d, "not a cache entry (meta.json missing or unreadable); run `covseg prepare` again")
-    mode = 'r' if mmap else None
-    return np.load(Path(d)/'image.npy', mmap_mode=mode), np.load(Path(d)/'mask.npy', mmap_mode=mode), m
-
-def load_sample(d)->tuple:
-    "(image float32, mask uint8) in-memory arrays of a cache entry: what a training loader asks for."
-    img, msk, _ = load_case(d)
-    return img.astype(np.float32), np.array(msk)
+__all__ = ['read_case', 'cache_case', 'load_split', 'prepare', 'summary']
 
 # %% ../nbs/08_preprocess.ipynb #c019
 def read_case(case:Case)->tuple:
@@ -81,10 +35,12 @@ def read_case(case:Case)->tuple:
     if not (np.issubdtype(m.dtype, np.integer) and m.dtype.itemsize == 1):
         vals = np.unique(m)
         if len(vals) > 16 or not np.allclose(vals, np.round(vals)):
-            raise CovsegInputError(case.mask, f"is not a label mask ({len(vals)} distinct values, e.g. {vals[:4].tolist()})")
+            raise CovsegInputError(case.mask, f"is not a label mask ({len(vals)} distinct values, "
+                                              f"e.g. {vals[:4].tolist()})")
     lo, hi = float(img.array.min()), float(img.array.max())
     if lo >= 0 and hi <= 255:
-        raise CovsegInputError(case.image, f"intensities lie in {lo:.0f}..{hi:.0f}: windowed to 8 bits, not Hounsfield units")
+        raise CovsegInputError(case.image, f"intensities lie in {lo:.0f}..{hi:.0f}: windowed to 8 bits, "
+                                           "not Hounsfield units")
     labels = list(case.mask_labels)
     return img, msk.with_array((m == labels[0]) if len(labels) == 1 else np.isin(m, labels))
 
@@ -100,27 +56,23 @@ def cache_case(case:Case, cache, grids=PAPER_GRIDS, force:bool=False)->dict:
     if not todo: return out
     img, msk = read_case(case)
     src_g = img.geometry
-    if obliquity(src_g.direction) <= MAX_OBLIQUE_DEG: img, msk = canonical(img), canonical(msk)   # as `covseg.transforms.resize` does
+    # as `covseg.transforms.resize` does
+    if obliquity(src_g.direction) <= MAX_OBLIQUE_DEG: img, msk = canonical(img), canonical(msk)
     si, sm = to_sitk(img), _mask255(msk)          # converted once, shrunk per grid in their own pixel types
     for size, d, key in todo:
         g = resize_geometry(img.geometry, size)
         ri, rm = Volume(_resize_sitk(si, g), g), Volume(_resize_sitk(sm, g, mask=True), g)
-        d.parent.mkdir(parents=True, exist_ok=True)
-        tmp = d.with_name(f".tmp-{uuid.uuid4().hex[:8]}-{d.name}")
-        try:
-            tmp.mkdir()
-            np.save(tmp/'image.npy', np.clip(np.round(ri.array), -32768, 32767).astype(np.int16))
-            np.save(tmp/'mask.npy', rm.array)
-            meta = dict(key=key, covseg_version=covseg.__version__, dataset=case.dataset, case_id=case.case_id, patient_id=case.patient_id,
-                        sources=dict(image=fingerprint(case.image), mask=fingerprint(case.mask)), params=dict(grid=list(size), mask_labels=list(case.mask_labels),
-                        resize='BinShrink(floor factor) + linear; mask: same then >= 0.5', image_dtype='int16 HU'),
-                        grid_geometry=ri.geometry.to_dict(), source_geometry=src_g.to_dict(),
-                        stats=dict(mask_voxels_source=int(msk.array.sum()), mask_voxels=int(rm.array.sum()),
-                                   infection_ml=float(msk.array.sum() * np.prod(img.spacing) / 1000)), created=time.strftime('%Y-%m-%dT%H:%M:%S'))
-            (tmp/'meta.json').write_text(json.dumps(meta, indent=1))
-            replace_dir(tmp, d)
-        finally:
-            if tmp.exists(): shutil.rmtree(tmp, ignore_errors=True)
+        meta = dict(key=key, covseg_version=covseg.__version__, dataset=case.dataset, case_id=case.case_id,
+                    patient_id=case.patient_id,
+                    sources=dict(image=fingerprint(case.image), mask=fingerprint(case.mask)),
+                    params=dict(grid=list(size), mask_labels=list(case.mask_labels),
+                                resize='BinShrink(floor factor) + linear; mask: same then >= 0.5',
+                                image_dtype='int16 HU'),
+                    grid_geometry=ri.geometry.to_dict(), source_geometry=src_g.to_dict(),
+                    stats=dict(mask_voxels_source=int(msk.array.sum()), mask_voxels=int(rm.array.sum()),
+                               infection_ml=float(msk.array.sum() * np.prod(img.spacing) / 1000)),
+                    created=time.strftime('%Y-%m-%dT%H:%M:%S'))
+        write_entry(d, ri.array, rm.array, meta)
     return out
 
 # %% ../nbs/08_preprocess.ipynb #c022
@@ -136,6 +88,7 @@ def _roots(data_root, coronacases=None, mosmed=None, ricord=None)->dict:
     if not out: raise CovsegInputError(data_root, f"none of {', '.join(d + '/' for d in DATASETS)} found")
     return out
 
+# %% ../nbs/08_preprocess.ipynb #c022s
 def load_split(path, cases:pd.DataFrame, tune_frac:float, seed:int, resplit:bool=False)->dict:
     "The saved RICORD patient split at `path`, made (and saved) if missing; refuses to change it silently."
     path = Path(path)
@@ -143,12 +96,14 @@ def load_split(path, cases:pd.DataFrame, tune_frac:float, seed:int, resplit:bool
         sp = pd.read_csv(path, dtype=str)
         saved = dict(zip(sp.patient_id, sp.split))
         new = sorted(set(cases.patient_id) - set(saved))
-        if new: raise CovsegInputError(path, f"{len(new)} RICORD patient(s) are not in the saved split (e.g. {new[0]}); "
-                                              "delete this file or use --resplit to draw a new split")
+        if new:
+            raise CovsegInputError(path, f"{len(new)} RICORD patient(s) are not in the saved split (e.g. {new[0]}); "
+                                         "delete this file or use --resplit to draw a new split")
         return saved
     sp = split_by_patient(cases, tune_frac, seed)
     with atomic_path(path) as t:
-        pd.DataFrame(dict(patient_id=list(sp), split=list(sp.values()), seed=seed, tune_frac=tune_frac)).to_csv(t, index=False)
+        pd.DataFrame(dict(patient_id=list(sp), split=list(sp.values()), seed=seed, tune_frac=tune_frac)).to_csv(
+            t, index=False)
     return sp
 
 # %% ../nbs/08_preprocess.ipynb #c023
@@ -173,7 +128,8 @@ def _convert_cached(c:Case, out:Path, labels)->Case:
     side = out/f"{c.case_id}.json"
     try:
         m = json.loads(side.read_text())
-        if m['key'] == key and Path(m['case']['image']).is_file() and Path(m['case']['mask']).is_file(): return Case(**m['case'])
+        if m['key'] == key and Path(m['case']['image']).is_file() and Path(m['case']['mask']).is_file():
+            return Case(**m['case'])
     except (OSError, json.JSONDecodeError, KeyError, TypeError): pass
     conv = convert_ricord(c, out, labels)
     with atomic_path(side) as t: t.write_text(json.dumps(dict(key=key, case=asdict(conv))))
@@ -181,8 +137,8 @@ def _convert_cached(c:Case, out:Path, labels)->Case:
 
 # %% ../nbs/08_preprocess.ipynb #c024
 def prepare(data_root=None, cache='cache', coronacases=None, mosmed=None, ricord=None, ricord_annotations=None,
-            grids=PAPER_GRIDS, ricord_labels=INFECTIOUS, tune_frac:float=0.15, seed:int=42, include_radiopaedia:bool=False,
-            resplit:bool=False, force:bool=False)->tuple:
+            grids=PAPER_GRIDS, ricord_labels=INFECTIOUS, tune_frac:float=0.15, seed:int=42,
+            include_radiopaedia:bool=False, resplit:bool=False, force:bool=False)->tuple:
     "Convert, cache and split every case found; write `cache/manifest.csv`; return (manifest, failures)."
     cache = Path(cache); cache.mkdir(parents=True, exist_ok=True)
     roots = _roots(data_root, coronacases, mosmed, ricord)
@@ -195,27 +151,31 @@ def prepare(data_root=None, cache='cache', coronacases=None, mosmed=None, ricord
         m = read_meta(next(iter(entries.values())))
         sg = Geometry.from_dict(m['source_geometry'])
         rows.append(dict(dataset=c.dataset, case_id=c.case_id, patient_id=c.patient_id, image=c.image, mask=c.mask,
-                         lung_mask=c.lung_mask, shape='x'.join(map(str, sg.size)), spacing='x'.join(f"{s:.3f}" for s in sg.spacing),
-                         infection_ml=round(m['stats']['infection_ml'], 2), synthetic=synthetic[c.dataset], study_uid=c.extra.get('study_uid'),
+                         lung_mask=c.lung_mask, **geometry_columns(sg.size, sg.spacing),
+                         infection_ml=round(m['stats']['infection_ml'], 2), synthetic=synthetic[c.dataset],
+                         study_uid=c.extra.get('study_uid'),
                          **{f"cache_{k}": str(Path(v).relative_to(cache)) for k, v in entries.items()}))
     man = pd.DataFrame(rows, columns=None if rows else ['dataset', 'case_id', 'patient_id', 'image', 'mask', 'split'])
     if len(man):
         ric = man[man.dataset == 'ricord']
-        sp = load_split(cache/'split.csv', ric, tune_frac, seed, resplit) if len(ric) else {}
+        sp = load_split(cache/SPLIT, ric, tune_frac, seed, resplit) if len(ric) else {}
         man['split'] = [sp[p] if d == 'ricord' else 'test' for d, p in zip(man.dataset, man.patient_id)]
-        man = man[['dataset', 'case_id', 'patient_id', 'image', 'mask', 'split'] + [k for k in man.columns if k not in
-                  ('dataset', 'case_id', 'patient_id', 'image', 'mask', 'split')]]
-    with atomic_path(cache/'manifest.csv') as t: man.to_csv(t, index=False)
-    with atomic_path(cache/'failures.csv') as t:
-        pd.DataFrame([asdict(f) for f in failures], columns=['dataset', 'case_id', 'path', 'problem']).to_csv(t, index=False)
-    return man, failures
+    write_manifest(cache, man)
+    with atomic_path(cache/FAILURES) as t:
+        pd.DataFrame([asdict(f) for f in failures], columns=['dataset', 'case_id', 'path', 'problem']).to_csv(
+            t, index=False)
+    return read_manifest(cache), failures
 
 # %% ../nbs/08_preprocess.ipynb #c025
 def summary(man:pd.DataFrame)->pd.DataFrame:
-    "Cases per dataset and split with their typical shape, spacing and infection volume, each row saying whether the data are synthetic."
+    ("Cases per dataset and split with their typical shape, spacing and infection volume, each row saying whether the "
+     "data are synthetic.")
     if man.empty: return pd.DataFrame()
     man = man.assign(data=np.where(man.synthetic, 'SYNTHETIC', 'real')) if 'synthetic' in man else man.assign(data='?')
+    sh, sp = man[list(GEOMETRY_COLUMNS[:3])].to_numpy(int), man[list(GEOMETRY_COLUMNS[3:])].to_numpy(float)
+    man = man.assign(shape=['x'.join(map(str, r)) for r in sh], spacing=['x'.join(f"{s:.3f}" for s in r) for r in sp])
     g = man.groupby(['dataset', 'data', 'split'])
     return pd.DataFrame(dict(cases=g.size(), patients=g.patient_id.nunique(),
-                             shape=g['shape'].agg(lambda s: s.mode().iloc[0]), spacing_mm=g.spacing.agg(lambda s: s.mode().iloc[0]),
+                             shape=g['shape'].agg(lambda s: s.mode().iloc[0]),
+                             spacing_mm=g.spacing.agg(lambda s: s.mode().iloc[0]),
                              infection_ml_median=g.infection_ml.median().round(1)))

@@ -6,22 +6,25 @@ Docs: https://covseg.github.io/covseg/report.html.md"""
 
 # %% ../nbs/34_report.ipynb #c002
 from __future__ import annotations
-import base64, html, json
+import base64, html, os, re
+from dataclasses import dataclass
 from pathlib import Path
 import numpy as np
 import pandas as pd
 import matplotlib.pyplot as plt
 from .io import CovsegInputError, atomic_path, read_image
-from .evaluate import run_info, eval_cases, tables_markdown, mode_comparison
+from .run import RunDir, TrainConfig
+from .evaluate import eval_cases, mode_comparison
 from .metrics import paper_table, micro_dice, markdown_table, PAPER_TABLE3, dataset_order
-from .viewer import SliceViewer, WINDOWS, display_orientation, orient_slice
+from .viewer import SliceViewer, WINDOWS, PAGE_CSS, display_orientation, orient_slice
 
 # %% auto #0
-__all__ = ['pick_cases', 'key_slice', 'draw_panel', 'case_volumes', 'figure2', 'curves_figure', 'report']
+__all__ = ['SYNTHETIC_BANNER', 'pick_cases', 'key_slice', 'draw_panel', 'case_volumes', 'figure2', 'curves_figure', 'Block',
+           'Heading', 'Para', 'Table', 'Image', 'Viewer', 'to_html', 'to_markdown', 'report_blocks', 'report']
 
 # %% ../nbs/34_report.ipynb #c006
 def pick_cases(cases:pd.DataFrame, metric:str='dice')->pd.DataFrame:
-    "Per dataset the best, median and worst case by `metric` (undefined scores skipped), labelled in column `pick`."
+    "Per dataset the best, median and worst case by `metric` (undefined scores skipped), in column `pick`."
     out = []
     for d in dataset_order(cases.dataset):
         c = cases[(cases.dataset == d) & cases[metric].notna()].sort_values(metric, ascending=False, kind='stable')
@@ -38,18 +41,19 @@ def key_slice(truth:np.ndarray, pred:np.ndarray|None=None)->int:
 
 # %% ../nbs/34_report.ipynb #c009
 def draw_panel(ax, image:np.ndarray, truth:np.ndarray, pred:np.ndarray, k:int, geometry, title:str=''):
-    "Axial slice `k` of `image` (HU) on `geometry` drawn radiologically on `ax`, the `truth` contour red and the `pred` contour green."
+    "Axial slice `k` of `image` (HU) drawn radiologically on `ax`, the `truth` contour red, the `pred` contour green."
     o = display_orientation(geometry.direction)
     sz, sy, sx = geometry.spacing
     aspect = sx / sy if o and o[0] else sy / sx                   # rows over columns, in mm
     w, l = WINDOWS['lung']
-    ax.imshow(orient_slice(image[k], o), cmap='gray', vmin=l - w / 2, vmax=l + w / 2, aspect=aspect, interpolation='nearest')
+    ax.imshow(orient_slice(image[k], o), cmap='gray', vmin=l - w / 2, vmax=l + w / 2, aspect=aspect,
+              interpolation='nearest')
     for m, c in ((truth, 'red'), (pred, 'lime')):
         if m[k].any(): ax.contour(orient_slice(m[k], o).astype(float), [0.5], colors=c, linewidths=0.8)
     ax.set_title(title, fontsize=8); ax.axis('off')
 
 def case_volumes(r, masks_dir, volumes:dict|None=None)->tuple:
-    "(image, reference, prediction) volumes of the case in row `r` (with `image` and `mask` paths), kept in and reused from `volumes` if given."
+    "(image, reference, prediction) volumes of the case in row `r` (`image`, `mask` paths), kept in `volumes` if given."
     key = (str(masks_dir), r['dataset'], r['case_id'])
     if volumes is not None and key in volumes: return volumes[key]
     v = read_image(r['image']), read_image(r['mask']), read_image(Path(masks_dir)/r['dataset']/f"{r['case_id']}.nii.gz")
@@ -57,7 +61,7 @@ def case_volumes(r, masks_dir, volumes:dict|None=None)->tuple:
     return v
 
 def figure2(cases:pd.DataFrame, masks_dir, synthetic:bool, out_png=None, metric:str='dice', volumes:dict|None=None):
-    "The paper's Figure 2 by rule: best/median/worst case per dataset, truth red, prediction green; saved if `out_png` (volumes read kept in `volumes`)."
+    "The paper's Figure 2 by rule (best/median/worst case per dataset), saved if `out_png`; volumes kept in `volumes`."
     picks = pick_cases(cases, metric)
     if not len(picks): raise ValueError("no case with a defined score to show")
     ds = list(dict.fromkeys(picks.dataset))
@@ -66,10 +70,12 @@ def figure2(cases:pd.DataFrame, masks_dir, synthetic:bool, out_png=None, metric:
         img, gt, pr = case_volumes(r, masks_dir, volumes)
         k = key_slice(gt.array, pr.array)
         ax = axs[ds.index(r['dataset']), ('best', 'median', 'worst').index(r['pick'])]
-        draw_panel(ax, img.array, gt.array > 0, pr.array > 0, k, img.geometry, f"{r['dataset']} {r['pick']}: {r['case_id']}\n{metric} {r[metric]:.3f}, slice {k}")
+        draw_panel(ax, img.array, gt.array > 0, pr.array > 0, k, img.geometry,
+                   f"{r['dataset']} {r['pick']}: {r['case_id']}\n{metric} {r[metric]:.3f}, slice {k}")
     for a in axs.ravel():
         if not a.images: a.axis('off')
-    fig.suptitle('Reference (red) and prediction (green)' + (' — SYNTHETIC data, not the paper' if synthetic else ''), fontsize=10)
+    fig.suptitle('Reference (red) and prediction (green)' + (' — SYNTHETIC data, not the paper' if synthetic else ''),
+                 fontsize=10)
     fig.tight_layout()
     if out_png:
         with atomic_path(out_png) as t: fig.savefig(t, dpi=110, format='png')
@@ -78,14 +84,15 @@ def figure2(cases:pd.DataFrame, masks_dir, synthetic:bool, out_png=None, metric:
 # %% ../nbs/34_report.ipynb #c014
 def curves_figure(run_dir, synthetic:bool, out_png=None):
     "Training and tuning loss and tuning Dice per epoch for both stages of a run; saved if `out_png`."
-    run_dir = Path(run_dir)
-    logs = {k: pd.read_csv(run_dir/f'stage{k}'/'log.csv') for k in (1, 2) if (run_dir/f'stage{k}'/'log.csv').is_file()}
-    if not logs: raise CovsegInputError(run_dir, "has no stage log.csv: nothing to plot")
+    run = RunDir(run_dir)
+    logs = {k: pd.read_csv(run.log(k)) for k in (1, 2) if run.log(k).is_file()}
+    if not logs: raise CovsegInputError(run.path, "has no stage log.csv: nothing to plot")
     fig, axs = plt.subplots(1, 2 * len(logs), figsize=(4.2 * 2 * len(logs), 3))
     for j, (k, log) in enumerate(logs.items()):
         e = np.arange(1, len(log) + 1)
         a, b = axs[2 * j], axs[2 * j + 1]
-        a.plot(e, log.train_loss, label='train'); a.plot(e, log.valid_loss, label='tuning'); a.set_title(f'stage {k}: loss', fontsize=9); a.legend(fontsize=8)
+        a.plot(e, log.train_loss, label='train'); a.plot(e, log.valid_loss, label='tuning')
+        a.set_title(f'stage {k}: loss', fontsize=9); a.legend(fontsize=8)
         b.plot(e, log.dice, color='C2'); b.set_title(f'stage {k}: tuning Dice', fontsize=9); b.set_ylim(0, 1)
         if 'phase' in log and (log.phase == 'frozen').any():
             for x in (a, b): x.axvline((log.phase == 'frozen').sum() + .5, ls=':', c='k')
@@ -95,94 +102,193 @@ def curves_figure(run_dir, synthetic:bool, out_png=None):
         with atomic_path(out_png) as t: fig.savefig(t, dpi=100, format='png')
     return fig
 
-# %% ../nbs/34_report.ipynb #c017
-_CSS = """body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}
-table{border-collapse:collapse;margin:.5em 0 1.2em;font-size:14px}td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}
-th:first-child,td:first-child{text-align:left}caption{caption-side:top;text-align:left;font-weight:600;padding:4px 0}
-.banner{background:#b00020;color:#fff;padding:10px 14px;font-weight:600;border-radius:4px}
-img{max-width:100%}.fail{color:#b00020}"""
+# %% ../nbs/34_report.ipynb #c016a
+@dataclass(frozen=True, kw_only=True)
+class Block:
+    "A piece of the report; `only` ('html' or 'md') keeps it to one of the two renderings."
+    only:str|None=None
+    def __post_init__(self):
+        if self.only not in (None, 'html', 'md'):
+            raise ValueError(f"only must be None, 'html' or 'md', not {self.only!r}")
 
+@dataclass(frozen=True)
+class Heading(Block):
+    "A section heading (level 1 is the page's title, which the renderers write)."
+    level:int     # 2 (section) or 3
+    text:str
+    cls:str=''    # an HTML class, e.g. 'fail'
+
+@dataclass(frozen=True)
+class Para(Block):
+    "A paragraph; `**bold**` and `` `code` `` inside it as in Markdown."
+    text:str
+    style:str=''  # '' (plain), 'banner' (the red SYNTHETIC banner) or 'small' (the closing note)
+    def __post_init__(self):
+        super().__post_init__()
+        if self.style not in ('', 'banner', 'small'): raise ValueError(f"unknown paragraph style {self.style!r}")
+
+@dataclass(frozen=True)
+class Table(Block):
+    "A table under `caption` and the table's own `attrs['caption']` (e.g. the SYNTHETIC label of `paper_table`)."
+    df:pd.DataFrame
+    caption:str
+
+@dataclass(frozen=True)
+class Image(Block):
+    "A PNG figure: embedded in the HTML page, linked from the Markdown file."
+    png:Path
+    alt:str
+
+@dataclass(frozen=True)
+class Viewer(Block):
+    "A slice viewer (its HTML fragment) under a level-3 heading; HTML only, Markdown has no form for it."
+    title:str
+    fragment:str
+
+# %% ../nbs/34_report.ipynb #c017
 def _img_tag(png:Path, alt:str)->str:
-    return f'<img alt="{html.escape(alt)}" src="data:image/png;base64,{base64.b64encode(Path(png).read_bytes()).decode()}">'
+    "`png` as an `img` element with the image inside (base64)."
+    b64 = base64.b64encode(Path(png).read_bytes()).decode()
+    return f'<img alt="{html.escape(alt)}" src="data:image/png;base64,{b64}">'
 
 def _table_html(df:pd.DataFrame, caption:str)->str:
-    "`df` as an HTML table under `caption` and the table's own `attrs['caption']` (e.g. the SYNTHETIC label of `paper_table`)."
+    "`df` as an HTML table under `caption` and the table's own `attrs['caption']`."
     cap = '<br>'.join(html.escape(c) for c in dict.fromkeys([caption, df.attrs.get('caption', '')]) if c)
     t = df.to_html(border=0, na_rep='—', float_format=lambda v: f'{v:.3f}')
     return t.replace('>', f'><caption>{cap}</caption>', 1)
 
-def _stage_summary(run_dir:Path)->pd.DataFrame:
-    rows = [json.loads((run_dir/f'stage{k}'/'done.json').read_text()) for k in (1, 2) if (run_dir/f'stage{k}'/'done.json').is_file()]
-    if not rows: return pd.DataFrame()
-    return pd.DataFrame(rows)[['stage', 'profile', 'grid', 'epochs', 'best_dice', 'best_epoch']].set_index('stage').round(3)
+def _inline(text:str)->str:
+    "A paragraph's text as HTML: escaped, with its `**bold**` and `` `code` ``."
+    t = re.sub(r'\*\*(.+?)\*\*', r'<b>\1</b>', html.escape(text, quote=False))
+    return re.sub(r'`([^`]+)`', r'<code>\1</code>', t)
 
-def report(run_dir, viewer_mode:str='paper')->Path:
-    "Write `RUN_DIR/report.html` (self-contained) and `RUN_DIR/report.md` from the run's evaluation; return the HTML path."
-    run_dir = Path(run_dir)
-    info = run_info(run_dir)
-    cp = run_dir/'eval'/'cases.csv'
-    if not cp.is_file(): raise CovsegInputError(cp, "not found: evaluate the run first (`covseg evaluate RUN_DIR`)")
-    allc = pd.read_csv(cp, dtype={'case_id': str})
-    synthetic = bool(allc.synthetic.any() or info['data'].get('synthetic'))
+def _block_html(b:Block)->str:
+    "One block as HTML."
+    match b:
+        case Heading():
+            c = f' class="{b.cls}"' if b.cls else ''
+            return f"<h{b.level}{c}>{html.escape(b.text)}</h{b.level}>"
+        case Para(style='banner'): return f"<p class='banner'>{_inline(b.text)}</p>"
+        case Para(style='small'): return f"<p><small>{_inline(b.text)}</small></p>"
+        case Para(): return f"<p>{_inline(b.text)}</p>"
+        case Table(): return _table_html(b.df, b.caption)
+        case Image(): return _img_tag(b.png, b.alt)
+        case Viewer(): return f"<h3>{html.escape(b.title)}</h3>{b.fragment}"
+    raise TypeError(f"not a report block: {b!r}")
+
+def _block_md(b:Block, root=None)->str|None:
+    "One block as Markdown (None: it has no Markdown form), figures linked relative to `root`."
+    match b:
+        case Heading(): return '#' * b.level + ' ' + b.text
+        case Para(style='banner'): return f"> **{b.text}**"
+        case Para(style='small'): return f"*{b.text}*"
+        case Para(): return b.text
+        case Table(): return markdown_table(b.df, b.caption).rstrip('\n')
+        case Image(): return f"![{b.alt}]({Path(os.path.relpath(b.png, root) if root else b.png).as_posix()})"
+        case Viewer(): return None
+    raise TypeError(f"not a report block: {b!r}")
+
+def _shown(blocks:list, fmt:str)->list:
+    "The blocks that rendering `fmt` ('html' or 'md') shows."
+    for b in blocks:
+        if not isinstance(b, Block): raise TypeError(f"not a report block: {b!r}")
+    return [b for b in blocks if b.only in (None, fmt)]
+
+def to_html(blocks:list, title:str)->str:
+    "`blocks` as one self-contained HTML page under `title` (blocks marked `only='md'` left out)."
+    t = html.escape(title)
+    head = f"<!doctype html><html><head><meta charset='utf-8'><title>{t}</title><style>{PAGE_CSS}</style></head><body>"
+    return '\n'.join([head, f"<h1>{t}</h1>", *map(_block_html, _shown(blocks, 'html')), '</body></html>'])
+
+def to_markdown(blocks:list, title:str, root=None)->str:
+    "`blocks` as Markdown under `title`, figures linked relative to `root` (viewers and `only='html'` left out)."
+    parts = [f"# {title}", *(_block_md(b, root) for b in _shown(blocks, 'md'))]
+    return '\n\n'.join(p for p in parts if p is not None) + '\n'
+
+# %% ../nbs/34_report.ipynb #c017d
+SYNTHETIC_BANNER = ("SYNTHETIC DATA. Every number, figure and viewer on this page comes from procedurally generated "
+                    "phantoms (covseg's demo). They show that the pipeline works; they are not results of the paper "
+                    "and say nothing about how covseg performs on real CT.")
+
+def _run_text(cfg:TrainConfig)->str:
+    "The run's configuration in one sentence."
+    s1, s2 = cfg.stage1, cfg.stage2
+    enc = 'yes' if cfg.pretrained or cfg.weights else 'no (random initialisation)'
+    return (f"profile **{cfg.profile}**; stage 1 grid {list(s1.grid)}, batch {s1.bs}; "
+            f"stage 2 grid {list(s2.grid)}, batch {s2.bs}; Kinetics-400 encoder: {enc}.")
+
+def _stage_summary(run:RunDir)->pd.DataFrame:
+    "The finished stages' summaries (`done.json`) as a table, one row per stage."
+    rows = [s for s in (run.summary(k) for k in (1, 2)) if s]
+    if not rows: return pd.DataFrame()
+    cols = ['stage', 'profile', 'grid', 'epochs', 'best_dice', 'best_epoch']
+    return pd.DataFrame(rows)[cols].set_index('stage').round(3)
+
+def _lung_table(run:RunDir)->pd.DataFrame:
+    "Mean and lowest lung-mask agreement per dataset (`eval/lungs.csv`), empty when there is none."
+    lungs = pd.read_csv(run.lungs_csv, dtype={'case_id': str}) if run.lungs_csv.is_file() else pd.DataFrame()
+    if not len(lungs): return lungs
+    lt = lungs.groupby('dataset')[['dice_left', 'dice_right', 'nsd_left', 'nsd_right']].agg(['mean', 'min']).round(3)
+    lt.columns = [f'{a} {b}' for a, b in lt.columns]
+    return lt
+
+def report_blocks(run_dir, viewer_mode:str='paper')->list:
+    "The report of an evaluated run as a list of blocks; its figures are written to `RUN_DIR/report/`."
+    run = RunDir(run_dir)
+    cfg, data, allc = run.config(), run.data(), run.cases()
+    synthetic = bool(allc.synthetic.any() or data.synthetic)
     tag = ' — SYNTHETIC data: not a reproduction of the paper' if synthetic else ''
-    ev = eval_cases(info['data']['cache'])[['dataset', 'case_id', 'image', 'mask']]
-    allc = allc.merge(ev, on=['dataset', 'case_id'], how='left')
+    files = eval_cases(data.cache)[['dataset', 'case_id', 'image', 'mask']]
+    allc = allc.merge(files, on=['dataset', 'case_id'], how='left')
     modes = [m for m in ('paper', 'sliding') if m in set(allc['mode'])]
-    out = run_dir/'report'; out.mkdir(exist_ok=True)
+    run.report_dir.mkdir(exist_ok=True)
     figs, vols = {}, {}                 # the viewer mode's Figure 2 volumes, kept for the viewers below
     for m in modes:
-        figs[f'figure2_{m}'] = out/f'figure2_{m}.png'
-        plt.close(figure2(allc[allc['mode'] == m], run_dir/'eval'/m/'masks', synthetic, figs[f'figure2_{m}'], volumes=vols if m == viewer_mode else None))
+        figs[f'figure2_{m}'] = run.report_dir/f'figure2_{m}.png'
+        plt.close(figure2(allc[allc['mode'] == m], run.masks_dir(m), synthetic, figs[f'figure2_{m}'],
+                          volumes=vols if m == viewer_mode else None))
     try:
-        figs['curves'] = out/'curves.png'; plt.close(curves_figure(run_dir, synthetic, figs['curves']))
+        figs['curves'] = run.report_dir/'curves.png'; plt.close(curves_figure(run.path, synthetic, figs['curves']))
     except CovsegInputError: figs.pop('curves')
-    cfg = info['config']
-    H = [f"<!doctype html><html><head><meta charset='utf-8'><title>covseg report: {html.escape(run_dir.name)}</title><style>{_CSS}</style></head><body>",
-         f"<h1>covseg report: {html.escape(run_dir.name)}</h1>"]
-    M = [f"# covseg report: {run_dir.name}", '']
-    if synthetic:
-        msg = ("SYNTHETIC DATA. Every number, figure and viewer on this page comes from procedurally generated phantoms "
-               "(covseg's demo). They show that the pipeline works; they are not results of the paper and say nothing about "
-               "how covseg performs on real CT.")
-        H.append(f"<p class='banner'>{msg}</p>"); M += [f"> **{msg}**", '']
-    st = _stage_summary(run_dir)
-    H += [f"<h2>Run</h2><p>profile <b>{html.escape(str(cfg['profile']))}</b>; stage 1 grid {cfg['stage1']['grid']}, batch {cfg['stage1']['bs']}; "
-          f"stage 2 grid {cfg['stage2']['grid']}, batch {cfg['stage2']['bs']}; Kinetics-400 encoder: {'yes' if cfg['pretrained'] or cfg['weights'] else 'no (random initialisation)'}.</p>"]
-    M += ['## Run', '', f"profile **{cfg['profile']}**; stage grids {cfg['stage1']['grid']} and {cfg['stage2']['grid']}.", '']
-    if len(st): H.append(_table_html(st, 'Training: best tuning Dice per stage' + tag)); M += [markdown_table(st, 'Training: best tuning Dice per stage' + tag), '']
-    H.append('<h2>Tables</h2>'); M += ['## Tables', '']
+    B = [Para(SYNTHETIC_BANNER, 'banner')] if synthetic else []
+    B += [Heading(2, 'Run'), Para(_run_text(cfg))]
+    st = _stage_summary(run)
+    if len(st): B.append(Table(st, 'Training: best tuning Dice per stage' + tag))
+    B.append(Heading(2, 'Tables'))
     for m in modes:
         c = allc[allc['mode'] == m]
-        H.append(f'<h3>{m} mode</h3>')
-        H.append(_table_html(paper_table(c, 'dice', synthetic), f"Table 1: volumetric Dice, covseg ({m} mode) and the paper"))
-        H.append(_table_html(paper_table(c, 'nsd', synthetic), f"Table 2: normalised surface Dice (3 mm), covseg ({m} mode) and the paper"))
-        H.append(_table_html(micro_dice(c).round(3).to_frame('micro Dice').rename_axis('dataset'), f"Micro-averaged Dice ({m} mode){tag}"))
-    if len(modes) > 1: H.append(_table_html(mode_comparison(allc), 'Inference modes compared (mean per dataset)' + tag))
-    lp = run_dir/'eval'/'lungs.csv'
-    lungs = pd.read_csv(lp, dtype={'case_id': str}) if lp.is_file() else pd.DataFrame()
-    if len(lungs):
-        lt = lungs.groupby('dataset')[['dice_left', 'dice_right', 'nsd_left', 'nsd_right']].agg(['mean', 'min']).round(3)
-        lt.columns = [f'{a} {b}' for a, b in lt.columns]
-        cap = f"covseg's lung masks (with the predicted infiltrate) against the dataset's own lung masks, Dice and NSD at 1 mm{tag}"
-        H.append(_table_html(lt, cap)); M += [markdown_table(lt, cap), '']
-    H.append(_table_html(PAPER_TABLE3.set_index('publication'), "Table 3 of the paper: published results of previous studies (their numbers, reproduced as context)"))
-    M.append(tables_markdown(allc, synthetic))
-    H.append('<h2>Figures</h2>'); M += ['## Figures', '']
-    for k, p in figs.items():
-        H.append(f"<h3>{k.replace('_', ' ')}</h3>" + _img_tag(p, k)); M += [f"![{k}](report/{p.name})", '']
-    fails = pd.read_csv(run_dir/'eval'/'failures.csv') if (run_dir/'eval'/'failures.csv').is_file() else pd.DataFrame()
+        micro = micro_dice(c).round(3).to_frame('micro Dice').rename_axis('dataset')
+        B += [Heading(3, f'{m} mode'),
+              Table(paper_table(c, 'dice', synthetic), f"Table 1: volumetric Dice, covseg ({m} mode) and the paper"),
+              Table(paper_table(c, 'nsd', synthetic),
+                    f"Table 2: normalised surface Dice (3 mm), covseg ({m} mode) and the paper"),
+              Table(micro, f"Micro-averaged Dice ({m} mode){tag}")]
+    if len(modes) > 1: B.append(Table(mode_comparison(allc), 'Inference modes compared (mean per dataset)' + tag))
+    lt = _lung_table(run)
+    if len(lt): B.append(Table(lt, "covseg's lung masks (with the predicted infiltrate) against the dataset's own lung "
+                                   f"masks, Dice and NSD at 1 mm{tag}"))
+    B.append(Table(PAPER_TABLE3.set_index('publication'), "Table 3 of the paper: published results of previous "
+                                                          "studies (their numbers, reproduced as context)"))
+    B.append(Heading(2, 'Figures'))
+    for k, p in figs.items(): B += [Heading(3, k.replace('_', ' ')), Image(p, k)]
+    fails = pd.read_csv(run.failures_csv, dtype={'case_id': str}) if run.failures_csv.is_file() else pd.DataFrame()
     if len(fails):
-        H.append('<h2 class="fail">Cases that could not be evaluated</h2>' + _table_html(fails.set_index('mode'), 'Failures'))
-        M += ['## Cases that could not be evaluated', '', markdown_table(fails.set_index('mode'), 'Failures'), '']
-    H.append(f'<h2>Slice viewers ({viewer_mode} mode, median case per dataset)</h2>'
-             '<p>Reference red, prediction green; move the slider, toggle the overlays.</p>')
-    M += ['## Slice viewers', '', 'Open `report.html` in a browser for the interactive viewers.', '']
+        B += [Heading(2, 'Cases that could not be evaluated', cls='fail'), Table(fails.set_index('mode'), 'Failures')]
+    B += [Heading(2, f'Slice viewers ({viewer_mode} mode, median case per dataset)'),
+          Para('Reference red, prediction green; move the slider, toggle the overlays.', only='html'),
+          Para('Open `report.html` in a browser for the interactive viewers.', only='md')]
     picks = pick_cases(allc[allc['mode'] == viewer_mode]) if viewer_mode in modes else pd.DataFrame()
     for _, r in (picks[picks.pick == 'median'].iterrows() if len(picks) else []):
-        v = SliceViewer(*case_volumes(r, run_dir/'eval'/viewer_mode/'masks', vols),
-                        title=f"{r['dataset']} {r['case_id']} (Dice {r['dice']:.3f}){' SYNTHETIC' if synthetic else ''}")
-        H.append(f"<h3>{html.escape(r['dataset'])}</h3>" + v._repr_html_())
-    H.append("<p><small>covseg is a research tool, not a certified medical device.</small></p></body></html>")
-    with atomic_path(run_dir/'report.md') as t: t.write_text('\n'.join(M))
-    with atomic_path(run_dir/'report.html') as t: t.write_text('\n'.join(H))
-    return run_dir/'report.html'
+        title = f"{r['dataset']} {r['case_id']} (Dice {r['dice']:.3f}){' SYNTHETIC' if synthetic else ''}"
+        v = SliceViewer(*case_volumes(r, run.masks_dir(viewer_mode), vols), title=title)
+        B.append(Viewer(r['dataset'], v._repr_html_()))
+    return B + [Para('covseg is a research tool, not a certified medical device.', 'small')]
+
+# %% ../nbs/34_report.ipynb #c017g
+def report(run_dir, viewer_mode:str='paper')->Path:
+    "Write `RUN_DIR/report.html` (self-contained) and `report.md` from the run's evaluation; return the HTML path."
+    run = RunDir(run_dir)
+    blocks, title = report_blocks(run.path, viewer_mode), f"covseg report: {run.name}"
+    with atomic_path(run.report_md) as t: t.write_text(to_markdown(blocks, title, run.path), encoding='utf-8')
+    with atomic_path(run.report_html) as t: t.write_text(to_html(blocks, title), encoding='utf-8')
+    return run.report_html

@@ -12,7 +12,7 @@ import numpy as np
 from scipy import ndimage as ndi
 from matplotlib.figure import Figure
 from .io import CovsegInputError, Volume, atomic_path, check_same_grid
-from .viewer import WINDOWS, display_orientation, orient_slice
+from .viewer import WINDOWS, PAGE_CSS, display_orientation, orient_slice
 
 # %% auto #0
 __all__ = ['SEVERITY_BANDS', 'SCORE_MAX', 'SCALE', 'CONNECTIVITY', 'OUTSIDE_WARN', 'ROW_KEYS', 'severity_band', 'band_label',
@@ -27,9 +27,11 @@ SEVERITY_BANDS = ((0, 0., 0., 'none'),       # no infiltrate voxel in the lung
                   (4, 50., 75., '51-75 %'),  # 50 < p <= 75
                   (5, 75., 100., '>75 %'))   # p > 75
 SCORE_MAX = 2 * SEVERITY_BANDS[-1][0]         # two lungs, 0-5 each
-SCALE = ("covseg per-lung adaptation of the CT severity score of Pan et al. 2020: each lung scored 0-5 by the percent "
-         "involved (none, <5 %, 5-25 %, 26-50 %, 51-75 %, >75 %), total 0-10; not the validated 0-25 lobar score")
+SCALE = ("covseg per-lung adaptation of the CT severity score of Pan et al. 2020: each lung scored 0-5 by the "
+         "percent involved (none, <5 %, 5-25 %, 26-50 %, 51-75 %, >75 %), total 0-10; not the validated 0-25 "
+         "lobar score")
 
+# %% ../nbs/40_severity.ipynb #s40b3
 def severity_band(percent:float|None, # percent of a lung involved, 0..100 (None: no lung)
                  )->int|None: # 0-5
     "The 0-5 score of `percent` involvement by `SEVERITY_BANDS` (None for None)."
@@ -39,6 +41,7 @@ def severity_band(percent:float|None, # percent of a lung involved, 0..100 (None
     if percent < SEVERITY_BANDS[1][2]: return 1
     return next(s for s, lo, hi, _ in SEVERITY_BANDS[2:] if percent <= hi)
 
+# %% ../nbs/40_severity.ipynb #s40b4
 def band_label(score:int|None, # 0-5, or None
               )->str|None: # e.g. '5-25 %'
     "The involvement band of a 0-5 score, e.g. '5-25 %'."
@@ -61,13 +64,16 @@ def check_inputs(infiltrate:Volume, # 0/1 infiltrate mask
         check_same_grid(image, infiltrate, 'infiltrate mask', 'image')
     inf, lab = np.asarray(infiltrate.array), np.asarray(lungs.array)
     if inf.size and (inf.min() < 0 or inf.max() > 1 or not _integral(inf)):
-        raise CovsegInputError(_name(infiltrate, 'infiltrate mask'), f"infiltrate mask must hold only 0 and 1, found values in "
-                               f"{float(inf.min())}..{float(inf.max())} ({inf.dtype}); threshold probabilities, binarise labels first")
+        raise CovsegInputError(_name(infiltrate, 'infiltrate mask'),
+                               f"infiltrate mask must hold only 0 and 1, found values in {float(inf.min())}.."
+                               f"{float(inf.max())} ({inf.dtype}); threshold probabilities, binarise labels first")
     if lab.size and (lab.min() < 0 or lab.max() > 2 or not _integral(lab)):
-        raise CovsegInputError(_name(lungs, 'lung labels'), f"lung labels must be 0 (background), 1 (left lung), 2 (right lung); "
-                               f"found values in {float(lab.min())}..{float(lab.max())} ({lab.dtype})")
+        raise CovsegInputError(_name(lungs, 'lung labels'), "lung labels must be 0 (background), 1 (left lung), "
+                               f"2 (right lung); found values in {float(lab.min())}..{float(lab.max())} ({lab.dtype})")
     lab = lab.astype(np.uint8, copy=False)
-    if not lab.any(): raise CovsegInputError(_name(lungs, 'lung labels'), "lung labels are empty: no lung to measure the infiltrate against")
+    if not lab.any():
+        raise CovsegInputError(_name(lungs, 'lung labels'),
+                               "lung labels are empty: no lung to measure the infiltrate against")
     return inf.astype(bool, copy=False), lab
 
 # %% ../nbs/40_severity.ipynb #c014
@@ -98,7 +104,8 @@ def severity(infiltrate:Volume, # 0/1 infiltrate mask
              image:Volume|None=None, # the CT in HU on the same grid, for the infiltrate's mean HU
              min_lesion_ml:float=0., # remove 26-connected components smaller than this (mL) first
             )->dict: # JSON-serialisable numbers (see the keys below)
-    "Infiltrate volume, percent of each lung involved, lesions, mean HU and the per-lung CT severity score of one study."
+    ("Infiltrate volume, percent of each lung involved, lesions, mean HU and the per-lung CT severity score of one "
+     "study.")
     inf, lab = check_inputs(infiltrate, lungs, image)
     sp = tuple(float(s) for s in infiltrate.geometry.spacing)
     voxel_ml = float(np.prod(sp)) / 1000
@@ -113,19 +120,23 @@ def severity(infiltrate:Volume, # 0/1 infiltrate mask
                 for side, i in (('left', 1), ('right', 2)) if n_lung[i] == 0]
     total = int(inf.sum())
     if total and n_inf[0] > OUTSIDE_WARN * total:
-        warnings.append(f"{ml(n_inf[0]):.1f} mL ({100 * n_inf[0] / total:.0f} %) of the infiltrate lies outside the lung mask and is not "
-                        "in the percentages: check the lung mask (dense consolidation left out?) and the infiltrate mask (false positives?)")
+        warnings.append(f"{ml(n_inf[0]):.1f} mL ({100 * n_inf[0] / total:.0f} %) of the infiltrate lies outside the "
+                        "lung mask and is not in the percentages: check the lung mask (dense consolidation left out?) "
+                        "and the infiltrate mask (false positives?)")
     hu = None
     if image is not None and total: hu = float(np.asarray(image.array)[inf].mean(dtype=np.float64))
     both = None if score['left'] is None or score['right'] is None else score['left'] + score['right']
     return dict(spacing_mm=list(sp), size=[int(s) for s in infiltrate.geometry.size], voxel_ml=voxel_ml,
-                connectivity=CONNECTIVITY, min_lesion_ml=float(min_lesion_ml), specks_removed=n_specks, specks_ml=specks_ml,
+                connectivity=CONNECTIVITY, min_lesion_ml=float(min_lesion_ml), specks_removed=n_specks,
+                specks_ml=specks_ml,
                 lung_right_ml=ml(n_lung[2]), lung_left_ml=ml(n_lung[1]), lungs_ml=ml(n_lung[1] + n_lung[2]),
-                infiltrate_ml=ml(total), infiltrate_right_ml=ml(n_inf[2]), infiltrate_left_ml=ml(n_inf[1]), outside_lung_ml=ml(n_inf[0]),
+                infiltrate_ml=ml(total), infiltrate_right_ml=ml(n_inf[2]), infiltrate_left_ml=ml(n_inf[1]),
+                outside_lung_ml=ml(n_inf[0]),
                 percent_right=pct['right'], percent_left=pct['left'], percent_lungs=pct['lungs'],
                 n_lesions=int(len(vols)), largest_lesion_ml=float(vols[0]) if len(vols) else 0., infiltrate_mean_hu=hu,
                 score_right=score['right'], score_left=score['left'], score=both, score_max=SCORE_MAX,
-                band_right=band_label(score['right']), band_left=band_label(score['left']), band_lungs=band_label(score['lungs']),
+                band_right=band_label(score['right']), band_left=band_label(score['left']),
+                band_lungs=band_label(score['lungs']),
                 scale=SCALE, warnings=warnings)
 
 # %% ../nbs/40_severity.ipynb #c026
@@ -135,7 +146,8 @@ def pick_slices(infiltrate:np.ndarray, # bool (z, y, x)
                 n:int=4, # at most this many slices
                 min_gap_mm:float=20., # chosen slices are at least this far apart
                )->list: # slice indices, ascending
-    "Axial slices with the most infiltrate, at least `min_gap_mm` apart (evenly through the lungs when there is none)."
+    ("Axial slices with the most infiltrate, at least `min_gap_mm` apart (evenly through the lungs when there is "
+     "none).")
     area = infiltrate.sum((1, 2))
     if area.any():
         out = []
@@ -147,6 +159,7 @@ def pick_slices(infiltrate:np.ndarray, # bool (z, y, x)
     if not len(zs): zs = np.arange(infiltrate.shape[0])
     return sorted({int(zs[int(round(q * (len(zs) - 1)))]) for q in np.linspace(.15, .85, n)})
 
+# %% ../nbs/40_severity.ipynb #s40d1
 def display_slice(a:np.ndarray, # a volume (z, y, x)
                   geometry, # its `Geometry`
                   k:int, # axial slice index
@@ -187,7 +200,8 @@ def slices_png(image:Volume, # CT in HU
         ax.set_title(f"slice {k} (z = {z_mm:.0f} mm)\ninfiltrate {area_cm2:.1f} cm² on this slice", fontsize=8)
         if axial:
             for x, t in ((0.02, 'R'), (0.98, 'L')):
-                ax.text(x, 0.97, t, color='yellow', fontsize=9, fontweight='bold', ha='left' if t == 'R' else 'right', va='top', transform=ax.transAxes)
+                ax.text(x, 0.97, t, color='yellow', fontsize=9, fontweight='bold', ha='left' if t == 'R' else 'right',
+                        va='top', transform=ax.transAxes)
         ax.axis('off')
     if not ks: axs[0].axis('off')
     fig.suptitle(('SYNTHETIC data — ' if synthetic else '') + 'lungs: cyan contour, infiltrate: red'
@@ -196,13 +210,6 @@ def slices_png(image:Volume, # CT in HU
     return buf.getvalue()
 
 # %% ../nbs/40_severity.ipynb #c034
-_CSS = """body{font-family:system-ui,sans-serif;max-width:1000px;margin:2em auto;padding:0 1em;color:#222}
-table{border-collapse:collapse;margin:.5em 0 1.2em;font-size:14px}td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}
-th:first-child,td:first-child{text-align:left}caption{caption-side:top;text-align:left;font-weight:600;padding:4px 0}
-.banner{background:#b00020;color:#fff;padding:10px 14px;font-weight:600;border-radius:4px}
-.warn{background:#fff4ce;border:1px solid #e0b400;padding:8px 12px;border-radius:4px}
-img{max-width:100%}.score{font-size:20px}footer{margin-top:2em;color:#555;font-size:13px}"""
-
 def _f(v, fmt:str='.1f')->str: return '—' if v is None else format(v, fmt)
 
 def _out_paths(out)->dict:
@@ -212,20 +219,28 @@ def _out_paths(out)->dict:
 
 def _report_html(r:dict, png:bytes, title:str, synthetic:bool)->str:
     e = html.escape
-    H = [f"<!doctype html><html><head><meta charset='utf-8'><title>{e(title or 'covseg severity report')}</title><style>{_CSS}</style></head><body>",
+    H = [f"<!doctype html><html><head><meta charset='utf-8'><title>{e(title or 'covseg severity report')}</title>"
+         f"<style>{PAGE_CSS}</style></head><body>",
          f"<h1>{e(title or 'covseg severity report')}</h1>"]
     if synthetic:
-        H.append("<p class='banner'>SYNTHETIC data: these numbers come from a procedurally generated phantom, not from a patient.</p>")
-    H.append(f"<p class='score'>CT severity score (per-lung adaptation): <b>{_f(r['score'], 'd')} / {r['score_max']}</b> — "
-             f"right lung {_f(r['score_right'], 'd')} ({e(r['band_right'] or '—')}), left lung {_f(r['score_left'], 'd')} ({e(r['band_left'] or '—')}); "
+        H.append("<p class='banner'>SYNTHETIC data: these numbers come from a procedurally generated phantom, "
+                 "not from a patient.</p>")
+    H.append(f"<p class='score'>CT severity score (per-lung adaptation): "
+             f"<b>{_f(r['score'], 'd')} / {r['score_max']}</b> — "
+             f"right lung {_f(r['score_right'], 'd')} ({e(r['band_right'] or '—')}), "
+             f"left lung {_f(r['score_left'], 'd')} ({e(r['band_left'] or '—')}); "
              f"both lungs {_f(r['percent_lungs'])} % involved.</p>")
     rows = [('lung volume (mL)', r['lung_right_ml'], r['lung_left_ml'], r['lungs_ml'], '.0f'),
-            ('infiltrate in the lung (mL)', r['infiltrate_right_ml'], r['infiltrate_left_ml'], r['infiltrate_right_ml'] + r['infiltrate_left_ml'], '.1f'),
+            ('infiltrate in the lung (mL)', r['infiltrate_right_ml'], r['infiltrate_left_ml'],
+             r['infiltrate_right_ml'] + r['infiltrate_left_ml'], '.1f'),
             ('involved (%)', r['percent_right'], r['percent_left'], r['percent_lungs'], '.1f'),
             ('score (0-5 per lung, total 0-10)', r['score_right'], r['score_left'], r['score'], 'd')]
-    t = ["<table><caption>Per lung" + (' (SYNTHETIC)' if synthetic else '') + "</caption><tr><th></th><th>right lung</th><th>left lung</th><th>both</th></tr>"]
-    t += [f"<tr><td>{e(n)}</td>" + ''.join(f"<td>{_f(v, fmt)}</td>" for v in (a, b, c)) + "</tr>" for n, a, b, c, fmt in rows]
-    t.append(f"<tr><td>band of the percent involved</td><td>{e(r['band_right'] or '—')}</td><td>{e(r['band_left'] or '—')}</td><td>{e(r['band_lungs'] or '—')}</td></tr></table>")
+    t = ["<table><caption>Per lung" + (' (SYNTHETIC)' if synthetic else '')
+         + "</caption><tr><th></th><th>right lung</th><th>left lung</th><th>both</th></tr>"]
+    t += [f"<tr><td>{e(n)}</td>" + ''.join(f"<td>{_f(v, fmt)}</td>" for v in (a, b, c)) + "</tr>"
+          for n, a, b, c, fmt in rows]
+    t.append(f"<tr><td>band of the percent involved</td><td>{e(r['band_right'] or '—')}</td>"
+             f"<td>{e(r['band_left'] or '—')}</td><td>{e(r['band_lungs'] or '—')}</td></tr></table>")
     H += t
     sp = ' x '.join(f"{s:.2f}" for s in r['spacing_mm'])
     other = [('infiltrate in total (mL)', _f(r['infiltrate_ml'])),
@@ -233,25 +248,31 @@ def _report_html(r:dict, png:bytes, title:str, synthetic:bool)->str:
              (f"lesions (3D, {r['connectivity']}-connected)", str(r['n_lesions'])),
              ('largest lesion (mL)', _f(r['largest_lesion_ml'])),
              ('mean attenuation of the infiltrate (HU)', _f(r['infiltrate_mean_hu'], '.0f')),
-             ('specks removed (components under the threshold)', f"{r['specks_removed']} ({_f(r['specks_ml'], '.2f')} mL; threshold {r['min_lesion_ml']:g} mL)"),
+             ('specks removed (components under the threshold)',
+              f"{r['specks_removed']} ({_f(r['specks_ml'], '.2f')} mL; threshold {r['min_lesion_ml']:g} mL)"),
              ('voxel spacing (mm, z x y x x)', sp)]
     H.append("<table><caption>Infiltrate" + (' (SYNTHETIC)' if synthetic else '') + "</caption>"
              + ''.join(f"<tr><td>{e(n)}</td><td>{e(v)}</td></tr>" for n, v in other) + "</table>")
-    if r['warnings']: H.append("<div class='warn'><b>Check:</b><ul>" + ''.join(f"<li>{e(w)}</li>" for w in r['warnings']) + "</ul></div>")
-    H.append("<h2>Slices with the most infiltrate</h2><p>Lung window (W 1500, L -600); patient's right on the image's left; "
-             "lung contours cyan, infiltrate red.</p>"
+    if r['warnings']:
+        H.append("<div class='warn'><b>Check:</b><ul>" + ''.join(f"<li>{e(w)}</li>" for w in r['warnings'])
+                 + "</ul></div>")
+    H.append("<h2>Slices with the most infiltrate</h2><p>Lung window (W 1500, L -600); patient's right on the image's "
+             "left; lung contours cyan, infiltrate red.</p>"
              f"<img alt='axial slices' src='data:image/png;base64,{base64.b64encode(png).decode()}'>")
     bands = ''.join(f"<tr><td>{s}</td><td>{e(lab)}</td></tr>" for s, _, _, lab in SEVERITY_BANDS)
-    H.append("<h2>The score</h2><p>Each lung is scored 0-5 by the percent of it involved, with the bands of the CT severity "
-             "score of Pan et al. 2020 (Radiology 295:715), and the two are added (0-10). Pan et al. score the five lobes "
-             "(0-25); covseg does not segment lobes, so this is an <b>adaptation, not the validated lobar score</b>: its values "
-             "are not comparable with published 0-25 scores or their cut-offs. The percentages are the measurement; the score "
-             f"only condenses them. A lung's band holds its upper bound (25 % is 5-25 %) except the first: below 5 %.</p>"
-             f"<table><caption>Bands (percent of the lung involved)</caption><tr><th>score</th><th>involved</th></tr>{bands}</table>"
-             "<p>Infiltrate outside the lung mask is reported on its own and left out of the percentages: it means a lung "
-             "mask that missed lung (often dense consolidation) or false-positive infiltrate; look at the slices.</p>")
-    H.append("<footer>covseg is a research tool, not a certified medical device. The numbers depend on the infiltrate and "
-             "lung masks they were computed from; check them against the images.</footer></body></html>")
+    H.append("<h2>The score</h2><p>Each lung is scored 0-5 by the percent of it involved, with the bands of the CT "
+             "severity score of Pan et al. 2020 (Radiology 295:715), and the two are added (0-10). Pan et al. score "
+             "the five lobes (0-25); covseg does not segment lobes, so this is an <b>adaptation, not the validated "
+             "lobar score</b>: its values are not comparable with published 0-25 scores or their cut-offs. The "
+             f"percentages are the measurement; the score only condenses them. A lung's band holds its upper bound "
+             f"(25 % is 5-25 %) except the first: below 5 %.</p>"
+             f"<table><caption>Bands (percent of the lung involved)</caption><tr><th>score</th><th>involved</th></tr>"
+             f"{bands}</table>"
+             "<p>Infiltrate outside the lung mask is reported on its own and left out of the percentages: it means a "
+             "lung mask that missed lung (often dense consolidation) or false-positive infiltrate; look at the "
+             "slices.</p>")
+    H.append("<footer>covseg is a research tool, not a certified medical device. The numbers depend on the infiltrate "
+             "and lung masks they were computed from; check them against the images.</footer></body></html>")
     return '\n'.join(H)
 
 def write_report(result:dict, # from `severity`
@@ -264,23 +285,28 @@ def write_report(result:dict, # from `severity`
                  n_slices:int=4, # axial slices shown
                  overwrite:bool=True, # replace existing files
                 )->dict: # {'json': path, 'html': path}
-    "Write `result` as OUT.json and a one-page self-contained OUT.html with the numbers, the score and annotated slices."
+    ("Write `result` as OUT.json and a one-page self-contained OUT.html with the numbers, the score and annotated "
+     "slices.")
     inf, lab = check_inputs(infiltrate, lungs, image)
     g = image.geometry
-    if list(result.get('size', [])) != list(g.size) or not np.allclose(result.get('spacing_mm', [0] * 3), g.spacing, atol=1e-4):
-        raise CovsegInputError(_name(image, 'image'), f"the result was computed on a grid of size {result.get('size')} and spacing "
-                               f"{result.get('spacing_mm')}, not on this image's {list(g.size)} and {list(g.spacing)}")
+    if (list(result.get('size', [])) != list(g.size)
+            or not np.allclose(result.get('spacing_mm', [0] * 3), g.spacing, atol=1e-4)):
+        raise CovsegInputError(_name(image, 'image'), f"the result was computed on a grid of size {result.get('size')} "
+                               f"and spacing {result.get('spacing_mm')}, not on this image's {list(g.size)} and "
+                               f"{list(g.spacing)}")
     inf = lesions(inf, result['voxel_ml'], result.get('min_lesion_ml', 0.))[0]
     png = slices_png(image, inf, lab, pick_slices(inf, lab, g.spacing, n_slices), synthetic)
     paths = _out_paths(out)
     doc = dict(result, title=title, synthetic=bool(synthetic))
     with atomic_path(paths['json'], overwrite=overwrite) as t: t.write_text(json.dumps(doc, indent=2, allow_nan=False))
-    with atomic_path(paths['html'], overwrite=overwrite) as t: t.write_text(_report_html(result, png, title, synthetic), encoding='utf-8')
+    with atomic_path(paths['html'], overwrite=overwrite) as t:
+        t.write_text(_report_html(result, png, title, synthetic), encoding='utf-8')
     return paths
 
 # %% ../nbs/40_severity.ipynb #c038
-ROW_KEYS = ('lungs_ml', 'lung_right_ml', 'lung_left_ml', 'infiltrate_ml', 'infiltrate_right_ml', 'infiltrate_left_ml', 'outside_lung_ml',
-            'percent_right', 'percent_left', 'percent_lungs', 'n_lesions', 'largest_lesion_ml', 'infiltrate_mean_hu',
+ROW_KEYS = ('lungs_ml', 'lung_right_ml', 'lung_left_ml', 'infiltrate_ml', 'infiltrate_right_ml', 'infiltrate_left_ml',
+            'outside_lung_ml', 'percent_right', 'percent_left', 'percent_lungs', 'n_lesions', 'largest_lesion_ml',
+            'infiltrate_mean_hu',
             'score_right', 'score_left', 'score', 'band_right', 'band_left', 'band_lungs', 'min_lesion_ml')
 
 def report_row(result:dict, # from `severity`
@@ -288,7 +314,8 @@ def report_row(result:dict, # from `severity`
               )->dict: # flat: study, the numbers of `ROW_KEYS`, spacing, warnings
     "One flat CSV row for a study's severity result."
     return {'study': str(study), **{k: result[k] for k in ROW_KEYS},
-            'spacing_mm': ' x '.join(f"{s:g}" for s in result['spacing_mm']), 'warnings': ' | '.join(result['warnings'])}
+            'spacing_mm': ' x '.join(f"{s:g}" for s in result['spacing_mm']),
+            'warnings': ' | '.join(result['warnings'])}
 
 # %% ../nbs/40_severity.ipynb #c041
 def severity_for(image:Volume, # the CT in HU

@@ -38,33 +38,41 @@ def _shape(dataset:str, size)->tuple:
 def _geometry(p:Phantom, origin_z:float=-300., flip_xy:bool=False)->Geometry:
     "A scanner-like geometry for phantom `p`: centred in x/y, LPS; optionally stored with flipped x/y axes."
     z, y, x = p.image.shape; sz, sy, sx = p.spacing
-    if not flip_xy: return Geometry((z, y, x), p.spacing, (-(x - 1) * sx / 2, -(y - 1) * sy / 2, origin_z), (1., 0, 0, 0, 1, 0, 0, 0, 1))
-    return Geometry((z, y, x), p.spacing, ((x - 1) * sx / 2, (y - 1) * sy / 2, origin_z), (-1., 0, 0, 0, -1, 0, 0, 0, 1))
+    if not flip_xy:
+        return Geometry((z, y, x), p.spacing, (-(x - 1) * sx / 2, -(y - 1) * sy / 2, origin_z),
+                        (1., 0, 0, 0, 1, 0, 0, 0, 1))
+    return Geometry((z, y, x), p.spacing, ((x - 1) * sx / 2, (y - 1) * sy / 2, origin_z),
+                    (-1., 0, 0, 0, -1, 0, 0, 0, 1))
 
 def _stored(p:Phantom, arr:np.ndarray, flip_xy:bool)->np.ndarray:
     "`arr` laid out for a geometry made by `_geometry(p, flip_xy=...)` (anatomy stays where it is in patient space)."
     return arr[:, ::-1, ::-1] if flip_xy else arr
 
 def _lesion_count(lesions, seed:int)->int|None:
-    "How many lesions the phantom of `seed` gets: uniform in the range `lesions` (lo, hi), drawn from the seed; None leaves the phantom's own 1 to 8."
+    ("How many lesions the phantom of `seed` gets: uniform in the range `lesions` (lo, hi), drawn from the seed; None "
+     "leaves the phantom's own 1 to 8.")
     if lesions is None: return None
     lo, hi = (int(v) for v in lesions)
-    if not 1 <= lo <= hi <= 30: raise ValueError(f"lesions must be a range (lo, hi) with 1 <= lo <= hi <= 30, not {lesions!r}")
+    if not 1 <= lo <= hi <= 30:
+        raise ValueError(f"lesions must be a range (lo, hi) with 1 <= lo <= hi <= 30, not {lesions!r}")
     return int(np.random.default_rng([seed, 11]).integers(lo, hi + 1))
 
 def _phantom(dataset:str, size, seed:int, lesions=None, lesion_mm=None)->Phantom:
     "The phantom of one case of `dataset`, deterministic from `seed`."
-    return make_phantom(_shape(dataset, size), seed=seed, n_lesions=_lesion_count(lesions, seed), **({} if lesion_mm is None else dict(lesion_mm=tuple(lesion_mm))))
+    return make_phantom(_shape(dataset, size), seed=seed, n_lesions=_lesion_count(lesions, seed),
+                        **({} if lesion_mm is None else dict(lesion_mm=tuple(lesion_mm))))
 
 # %% ../nbs/02_synth.ipynb #c008
-def write_coronacases(out, n:int=4, seed:int=0, size='small', radiopaedia:bool=True, lesions=None, lesion_mm=None)->list:
+def write_coronacases(out, n:int=4, seed:int=0, size='small', radiopaedia:bool=True, lesions=None,
+                      lesion_mm=None)->list:
     "Write `n` Coronacases-layout phantoms (and one windowed Radiopaedia case) under `out`; return the case ids."
     out = Path(out); ids = []
     for i in progress(range(n), 'coronacases'):
         cid = f"coronacases_{i + 1:03d}"
         p = _phantom('coronacases', size, seed * 1000 + 100 + i, lesions, lesion_mm)
         g = _geometry(p, flip_xy=True)
-        write_image(Volume(_stored(p, np.round(p.image).astype(np.int16), True), g), out/'COVID-19-CT-Seg_20cases'/f"coronacases_org_{i + 1:03d}.nii.gz")
+        write_image(Volume(_stored(p, np.round(p.image).astype(np.int16), True), g),
+                    out/'COVID-19-CT-Seg_20cases'/f"coronacases_org_{i + 1:03d}.nii.gz")
         write_image(Volume(_stored(p, p.infection, True), g), out/'Infection_Mask'/f"{cid}.nii.gz")
         write_image(Volume(_stored(p, p.lungs, True), g), out/'Lung_Mask'/f"{cid}.nii.gz")
         both = np.where(p.infection > 0, 3, p.lungs).astype(np.uint8)
@@ -74,7 +82,9 @@ def write_coronacases(out, n:int=4, seed:int=0, size='small', radiopaedia:bool=T
         p = _phantom('coronacases', size, seed * 1000 + 199, lesions, lesion_mm)
         win = np.clip((p.image + 1250) / 1500 * 255, 0, 255).astype(np.uint8)  # already windowed, as the real ones
         g = _geometry(p)
-        write_image(Volume(win, g), out/'COVID-19-CT-Seg_20cases'/'radiopaedia_org_covid-19-pneumonia-4_85506_1-dcm.nii', compress=False)
+        write_image(Volume(win, g),
+                    out/'COVID-19-CT-Seg_20cases'/'radiopaedia_org_covid-19-pneumonia-4_85506_1-dcm.nii',
+                    compress=False)
         write_image(Volume(p.infection, g), out/'Infection_Mask'/'radiopaedia_4_85506_1.nii.gz')
         write_image(Volume(p.lungs, g), out/'Lung_Mask'/'radiopaedia_4_85506_1.nii.gz')
     return ids
@@ -113,10 +123,12 @@ def mask_polygons(mask2d:np.ndarray)->list:
 
 # %% ../nbs/02_synth.ipynb #c018
 def _uid(rng)->str: return '1.2.826.0.1.3680043.10.1234.' + '.'.join(str(int(x)) for x in rng.integers(1, 10**9, 3))
-def _mdai_id(prefix, rng)->str: return prefix + '_' + ''.join(rng.choice(list('0123456789abcdefghijklmnopqrstuvwxyz'), 6))
+def _mdai_id(prefix, rng)->str:
+    return prefix + '_' + ''.join(rng.choice(list('0123456789abcdefghijklmnopqrstuvwxyz'), 6))
 
 def _ct_dataset(pixels:np.ndarray, tags:dict)->FileDataset:
-    "One CT image storage dataset with `pixels` (stored values, int16) and the tags in `tags` (explicit VR little endian)."
+    ("One CT image storage dataset with `pixels` (stored values, int16) and the tags in `tags` (explicit VR little "
+     "endian).")
     meta = FileMetaDataset()
     meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID = CTImageStorage, tags['SOPInstanceUID']
     meta.TransferSyntaxUID = ExplicitVRLittleEndian
@@ -134,7 +146,8 @@ def _ct_slice(path, pixels:np.ndarray, tags:dict):
     "Write one CT image storage file with `pixels` (stored values, int16) and the tags in `tags`."
     _ct_dataset(pixels, tags).save_as(str(path), enforce_file_format=True)
 
-def _write_series(folder, hu:np.ndarray, spacing, origin, iop, common:dict, series:dict, slope:float, intercept:float, rng)->list:
+def _write_series(folder, hu:np.ndarray, spacing, origin, iop, common:dict, series:dict, slope:float, intercept:float,
+                  rng)->list:
     "Write `hu` (slices along the normal of `iop`) as a CT series in `folder`; return the SOPInstanceUIDs per slice."
     folder.mkdir(parents=True)
     n = np.cross(iop[:3], iop[3:]); sops = []
@@ -142,10 +155,11 @@ def _write_series(folder, hu:np.ndarray, spacing, origin, iop, common:dict, seri
     for k in range(hu.shape[0]):
         sop = _uid(rng); sops.append(sop)
         pos = [float(o + k * spacing[0] * c) for o, c in zip(origin, n)]
-        _ct_slice(folder/f"1-{k + 1:03d}.dcm", stored[k], dict(common, **series, SOPInstanceUID=sop, InstanceNumber=k + 1,
-                  ImagePositionPatient=pos, ImageOrientationPatient=list(map(float, iop)), SliceLocation=pos[2],
-                  PixelSpacing=[float(spacing[1]), float(spacing[2])], SliceThickness=float(spacing[0]),
-                  RescaleSlope=slope, RescaleIntercept=intercept, WindowCenter=-600, WindowWidth=1500))
+        _ct_slice(folder/f"1-{k + 1:03d}.dcm", stored[k],
+                  dict(common, **series, SOPInstanceUID=sop, InstanceNumber=k + 1,
+                       ImagePositionPatient=pos, ImageOrientationPatient=list(map(float, iop)), SliceLocation=pos[2],
+                       PixelSpacing=[float(spacing[1]), float(spacing[2])], SliceThickness=float(spacing[0]),
+                       RescaleSlope=slope, RescaleIntercept=intercept, WindowCenter=-600, WindowWidth=1500))
     return sops
 
 # %% ../nbs/02_synth.ipynb #c020
@@ -156,7 +170,8 @@ def _scan_circle(shape)->np.ndarray:
     return (y - cy) ** 2 + (x - cx) ** 2 <= (min(shape[-2:]) / 2 * 0.98) ** 2
 
 def _annotations(p:Phantom, sops:list, study_uid, series_uid, labels:dict, rng, two_annotators:bool)->list:
-    "MD.ai-style annotations of phantom `p`: infection components as freeform polygons per slice, the nodule, a study label."
+    ("MD.ai-style annotations of phantom `p`: infection components as freeform polygons per slice, the nodule, a "
+     "study label.")
     users = ['U_synthA1', 'U_synthB2']
     now = '2020-12-08T12:00:00.000Z'
     def ann(label, sop=None, data=None, user=users[0]):
@@ -175,7 +190,8 @@ def _annotations(p:Phantom, sops:list, study_uid, series_uid, labels:dict, rng, 
                 out += [ann(label, sops[z], dict(vertices=poly), u) for u in who]
     for z in np.flatnonzero(p.nodule.any(axis=(1, 2))):
         out += [ann('Noninfectious nodule/mass', sops[z], dict(vertices=v)) for v in mask_polygons(p.nodule[z] > 0)]
-    if n: out.append(ann(INFECTIOUS_LABELS[0], sops[int(np.flatnonzero(comps.any(axis=(1, 2)))[0])], None))  # MD.ai exports can hold data: null
+    # MD.ai exports can hold data: null
+    if n: out.append(ann(INFECTIOUS_LABELS[0], sops[int(np.flatnonzero(comps.any(axis=(1, 2)))[0])], None))
     out.append(ann('Typical Appearance'))
     return out
 
@@ -183,7 +199,8 @@ def _annotations(p:Phantom, sops:list, study_uid, series_uid, labels:dict, rng, 
 RICORD_JSON = 'MIDRC-RICORD-1a_annotations_labelgroup_all_2020-Dec-8.json'
 
 def write_ricord(out, n:int=4, seed:int=0, size='small', lesions=None, lesion_mm=None)->list:
-    "Write `n` RICORD-1a-layout DICOM studies, their MD.ai JSON export and the true masks under `out`; return the StudyInstanceUIDs."
+    ("Write `n` RICORD-1a-layout DICOM studies, their MD.ai JSON export and the true masks under `out`; return the "
+     "StudyInstanceUIDs.")
     out = Path(out); rng = np.random.default_rng(seed + 7)
     labels = {name: _mdai_id('L', rng) for name, _, _ in RICORD_LABELS}
     studies, anns, uids = [], [], []
@@ -200,30 +217,39 @@ def write_ricord(out, n:int=4, seed:int=0, size='small', lesions=None, lesion_mm
         sz, sy, sx = p.spacing; z, y, x = p.image.shape
         origin = (-(x - 1) * sx / 2, -(y - 1) * sy / 2, -280.)
         slope = 1.0 if i % 2 == 0 else 0.5
-        study_dir = out/'MIDRC-RICORD-1A'/pid/f"{date[4:6]}-{date[6:]}-{date[:4]}-NA-CT CHEST WITHOUT CONTRAST-{rng.integers(10000, 99999)}"
+        study_dir = out/'MIDRC-RICORD-1A'/pid/(f"{date[4:6]}-{date[6:]}-{date[:4]}-NA-CT CHEST WITHOUT CONTRAST-"
+                                               f"{rng.integers(10000, 99999)}")
         with atomic_path(study_dir) as tmpdir:
             series_uid = _uid(rng)
-            sops = _write_series(tmpdir/f"2.000000-CHEST 2.5MM-{rng.integers(10000, 99999)}", hu, p.spacing, origin, (1, 0, 0, 0, 1, 0), common,
+            sops = _write_series(tmpdir/f"2.000000-CHEST 2.5MM-{rng.integers(10000, 99999)}", hu, p.spacing, origin,
+                                 (1, 0, 0, 0, 1, 0), common,
                                  dict(SeriesInstanceUID=series_uid, SeriesNumber=2, SeriesDescription='CHEST 2.5MM',
-                                      ConvolutionKernel='B31f', ImageType=['ORIGINAL', 'PRIMARY', 'AXIAL']), slope, -1024., rng)
+                                      ConvolutionKernel='B31f', ImageType=['ORIGINAL', 'PRIMARY', 'AXIAL']),
+                                 slope, -1024., rng)
             if i % 2 == 0:   # bone kernel: same slices, sharpened
                 sharp = hu + 1.5 * (hu - ndimage.gaussian_filter(hu, (0, 1, 1)))
-                _write_series(tmpdir/f"3.000000-CHEST BONE 1.0-{rng.integers(10000, 99999)}", np.clip(sharp, -3024, 3071), p.spacing, origin,
-                              (1, 0, 0, 0, 1, 0), common, dict(SeriesInstanceUID=_uid(rng), SeriesNumber=3, SeriesDescription='CHEST BONE',
-                              ConvolutionKernel='B70f', ImageType=['ORIGINAL', 'PRIMARY', 'AXIAL']), slope, -1024., rng)
+                _write_series(tmpdir/f"3.000000-CHEST BONE 1.0-{rng.integers(10000, 99999)}",
+                              np.clip(sharp, -3024, 3071), p.spacing, origin, (1, 0, 0, 0, 1, 0), common,
+                              dict(SeriesInstanceUID=_uid(rng), SeriesNumber=3, SeriesDescription='CHEST BONE',
+                                   ConvolutionKernel='B70f', ImageType=['ORIGINAL', 'PRIMARY', 'AXIAL']),
+                              slope, -1024., rng)
             else:            # coronal reformat: slices along -y, every 4th row
                 cor = np.ascontiguousarray(hu[::-1, ::4, :].transpose(1, 0, 2))
-                _write_series(tmpdir/f"4.000000-COR 3MM-{rng.integers(10000, 99999)}", cor, (4 * sy, sz, sx), (origin[0], origin[1], origin[2] + (z - 1) * sz),
-                              (1, 0, 0, 0, 0, -1), common, dict(SeriesInstanceUID=_uid(rng), SeriesNumber=4, SeriesDescription='COR 3MM',
-                              ConvolutionKernel='B31f', ImageType=['DERIVED', 'SECONDARY', 'REFORMATTED']), slope, -1024., rng)
+                _write_series(tmpdir/f"4.000000-COR 3MM-{rng.integers(10000, 99999)}", cor, (4 * sy, sz, sx),
+                              (origin[0], origin[1], origin[2] + (z - 1) * sz), (1, 0, 0, 0, 0, -1), common,
+                              dict(SeriesInstanceUID=_uid(rng), SeriesNumber=4, SeriesDescription='COR 3MM',
+                                   ConvolutionKernel='B31f', ImageType=['DERIVED', 'SECONDARY', 'REFORMATTED']),
+                              slope, -1024., rng)
         g = Geometry(p.image.shape, p.spacing, origin, (1., 0, 0, 0, 1, 0, 0, 0, 1))
-        write_image(Volume(p.infection, g), out/'truth'/f"{study_uid}.nii.gz")   # the phantom's true infection mask on the DICOM grid
+        # the phantom's true infection mask on the DICOM grid
+        write_image(Volume(p.infection, g), out/'truth'/f"{study_uid}.nii.gz")
         anns += _annotations(p, sops, study_uid, series_uid, labels, rng, two_annotators=(i % 3 == 0))
         studies.append(dict(StudyInstanceUID=study_uid, number=i + 1)); uids.append(study_uid)
     export = dict(id='P_synth', name='MIDRC-RICORD-1a (covseg synthetic)', createdAt='2020-12-08T12:00:00.000Z',
                   datasets=[dict(id='D_synth', name='MIDRC-RICORD-1a', studies=studies, annotations=anns)],
                   labelGroups=[dict(id='G_synth', name='Default group', labels=[
-                      dict(id=labels[nm], name=nm, annotationMode=mode, scope=scope, color=f"#{int(rng.integers(0, 2**24)):06x}",
+                      dict(id=labels[nm], name=nm, annotationMode=mode, scope=scope,
+                           color=f"#{int(rng.integers(0, 2**24)):06x}",
                            type='local', parentId=None) for nm, mode, scope in RICORD_LABELS])])
     with atomic_path(out/RICORD_JSON) as t: t.write_text(json.dumps(export))
     return uids
@@ -232,9 +258,11 @@ def write_ricord(out, n:int=4, seed:int=0, size='small', lesions=None, lesion_mm
 SYNTHETIC_MARK = 'COVSEG_SYNTHETIC.txt'
 
 def mark_synthetic(folder, **info):
-    "Leave a marker in a dataset folder that says its cases are covseg phantoms, so every later number can be labelled synthetic."
+    ("Leave a marker in a dataset folder that says its cases are covseg phantoms, so every later number can be "
+     "labelled synthetic.")
     Path(folder).mkdir(parents=True, exist_ok=True)
-    txt = "Synthetic phantoms written by `covseg synth`: no patient data. Numbers computed from them are not the paper's.\n"
+    txt = ("Synthetic phantoms written by `covseg synth`: no patient data. "
+           "Numbers computed from them are not the paper's.\n")
     (Path(folder)/SYNTHETIC_MARK).write_text(txt + json.dumps(info) + '\n')
 
 def is_synthetic(folder)->bool:
@@ -242,21 +270,27 @@ def is_synthetic(folder)->bool:
     return (Path(folder)/SYNTHETIC_MARK).is_file()
 
 def synthesize(out, n:int=4, seed:int=0, size='small', lesions=None,
-               n_ricord:int|None=None, # RICORD (training) studies, if not `n`: the demo trains on more than it evaluates on
+               # RICORD (training) studies, if not `n`: the demo trains on more than it evaluates on
+               n_ricord:int|None=None,
                lesion_mm=None, # range of the lesions' radii in mm (default: the phantom's 5 to 40)
               )->dict:
-    "Write the three synthetic datasets under `out/coronacases`, `out/mosmed`, `out/ricord`; return the case ids per dataset."
+    ("Write the three synthetic datasets under `out/coronacases`, `out/mosmed`, `out/ricord`; return the case ids per "
+     "dataset.")
     out = Path(out)
     _lesion_count(lesions, 0)                             # bad ranges are refused before anything is replaced
     if lesion_mm is not None: lesion_radius_range(lesion_mm)
     for k in ('coronacases', 'mosmed', 'ricord'):        # replace earlier phantoms, never anything else
         d = out/k
         if d.exists() and any(d.iterdir()):
-            if not is_synthetic(d): raise FileExistsError(f"{d}: exists and was not written by `covseg synth`; refusing to write phantoms into it")
+            if not is_synthetic(d):
+                raise FileExistsError(f"{d}: exists and was not written by `covseg synth`; refusing to write phantoms "
+                                      "into it")
             shutil.rmtree(d)
     res = dict(coronacases=write_coronacases(out/'coronacases', n, seed, size, lesions=lesions, lesion_mm=lesion_mm),
                mosmed=write_mosmed(out/'mosmed', n, seed, size, lesions, lesion_mm),
                ricord=write_ricord(out/'ricord', n if n_ricord is None else n_ricord, seed, size, lesions, lesion_mm))
-    for k in res: mark_synthetic(out/k, cases=len(res[k]), seed=seed, size=size, lesions=None if lesions is None else list(lesions),
-                                 lesion_mm=None if lesion_mm is None else list(lesion_mm))
+    for k in res:
+        mark_synthetic(out/k, cases=len(res[k]), seed=seed, size=size,
+                       lesions=None if lesions is None else list(lesions),
+                       lesion_mm=None if lesion_mm is None else list(lesion_mm))
     return res

@@ -7,7 +7,7 @@ Docs: https://covseg.github.io/covseg/train.html.md"""
 # %% ../nbs/20_train.ipynb #c002
 from __future__ import annotations
 import gc, json, math, random, time
-from dataclasses import dataclass, field, asdict, replace
+from dataclasses import asdict, replace
 from pathlib import Path
 import numpy as np
 import pandas as pd
@@ -24,17 +24,19 @@ with quiet_fastai():                     # fastai under torch 2.14: one known Fu
 from .io import CovsegInputError, atomic_path, interactive
 from .model import R3DUNet, unet_splitter, _kinetics_file, kinetics_weights_path
 from .metrics import dice_from_counts
-from .loaders import make_dls, AugConfig, entries
+from .cache import check_cache, is_synthetic_cache, grid_spacing
+from .loaders import make_dls, AugConfig
+from .run import StageConfig, TrainConfig, RunDir, RunData
 from .distributed import (launched, setup, is_main, barrier, main_first, rank, world_size, rank_seed, ddp,
                                 broadcast_object, all_gather_object, all_ranks, unwrap_model, unwrap_dl)
 
 # %% auto #0
 __all__ = ['PROFILES', 'CKPT_FORMAT', 'DiceCELoss', 'dice_counts', 'item_dice', 'dice_per_item', 'MacroDice',
-           'soft_dice_per_item', 'SoftDice', 'StageConfig', 'TrainConfig', 'get_config', 'one_cycle_scheds',
-           'FrozenEncoderEval', 'NonFiniteLossError', 'StopOnNonFinite', 'rng_state', 'set_rng_state', 'loader_state',
-           'set_loader_state', 'save_checkpoint', 'load_checkpoint', 'EpochCheckpoint', 'build_model',
-           'resolve_encoder', 'check_cache', 'is_synthetic_cache', 'grid_spacing', 'write_data_info', 'epoch_lines',
-           'train_stage', 'plot_log', 'train']
+           'soft_dice_per_item', 'SoftDice', 'get_config', 'one_cycle_scheds', 'FrozenEncoderEval',
+           'NonFiniteLossError', 'StopOnNonFinite', 'rng_state', 'set_rng_state', 'loader_state', 'set_loader_state',
+           'save_checkpoint', 'load_checkpoint', 'EpochCheckpoint', 'build_model', 'resolve_encoder', 'write_data_info',
+           'epoch_lines', 'restore_stage', 'build_stage', 'new_state', 'fit_phase', 'fit_stage', 'finish_stage',
+           'train_stage', 'plot_log', 'start_run', 'stage_init', 'train']
 
 # %% ../nbs/20_train.ipynb #c007
 class DiceCELoss(nn.Module):
@@ -90,49 +92,6 @@ class SoftDice(MacroDice):
     def name(self): return 'soft_dice'
 
 # %% ../nbs/20_train.ipynb #c013
-@dataclass
-class StageConfig:
-    "How one progressive-resizing stage trains."
-    grid: tuple              # whole-volume grid (z, y, x) of the cache it reads
-    bs: int                  # batch size
-    epochs: int              # epochs of the (unfrozen) one-cycle phase
-    lr: float                # base (maximum) learning rate of that phase
-    wd: float = 1e-5         # weight decay
-    frozen_epochs: int = 0   # epochs with the encoder frozen first (stage 1 of the paper: 10)
-    frozen_lr: float = 1e-2  # base learning rate of the frozen phase
-    pct_start: float = 0.25  # share of each one-cycle spent warming up (fastai's default)
-    repeats: int = 1         # times each training volume is drawn per epoch (more optimiser steps per epoch, fewer tuning passes)
-
-    def phases(self)->list:
-        "(name, epochs, lr, frozen) of the phases of this stage."
-        ph = [('frozen', self.frozen_epochs, self.frozen_lr, True)] if self.frozen_epochs else []
-        return ph + [('unfrozen', self.epochs, self.lr, False)]
-
-@dataclass
-class TrainConfig:
-    "Everything that defines a training run; saved as RUN_DIR/config.json."
-    profile: str
-    stage1: StageConfig
-    stage2: StageConfig
-    pretrained: bool = True        # torchvision's Kinetics-400 weights for the encoder
-    weights: str|None = None       # local r3d_18 weights file instead of downloading (offline GPU servers)
-    aug: dict = field(default_factory=lambda: asdict(AugConfig()))
-    seed: int = 42
-    fp16: bool = True              # mixed precision when on a CUDA GPU
-    n_classes: int = 2
-    dice_weight: float = 1.
-    ce_weight: float = 1.
-    max_batches: int|None = None   # cap batches per epoch (smoke tests only)
-    scratch_fallback: bool = False # no Kinetics weights to be had: train a random encoder (no frozen phase) instead of failing
-
-    def stage(self, k:int)->StageConfig: return self.stage1 if k == 1 else self.stage2
-    def to_dict(self)->dict: return json.loads(json.dumps(asdict(self)))
-    @classmethod
-    def from_dict(cls, d:dict):
-        d = dict(d)
-        for k in ('stage1', 'stage2'): d[k] = StageConfig(**{**d[k], 'grid': tuple(d[k]['grid'])})
-        return cls(**d)
-
 PROFILES = dict(
     paper=dict(stage1=StageConfig((18, 112, 112), 6, 200, 1e-3, frozen_epochs=10, frozen_lr=1e-2),
                stage2=StageConfig((20, 256, 256), 1, 200, 1e-4), pretrained=True),
@@ -239,8 +198,8 @@ def load_checkpoint(path)->dict:
 class EpochCheckpoint(Callback):
     "After every epoch: log it, keep the best model by tuning Dice, write the full checkpoint (all atomically)."
     order = 60          # after Recorder (50), which has computed the epoch's losses and metrics
-    def __init__(self, stage_dir:Path, state:dict, phase_idx:int, phase:str, epoch_offset:int, cfg:TrainConfig):
-        self.dir, self.state, self.phase_idx, self.phase, self.offset, self.cfg = Path(stage_dir), state, phase_idx, phase, epoch_offset, cfg
+    def __init__(self, run:RunDir, k:int, state:dict, phase_idx:int, phase:str, epoch_offset:int, cfg:TrainConfig):
+        self.run, self.k, self.state, self.phase_idx, self.phase, self.offset, self.cfg = run, k, state, phase_idx, phase, epoch_offset, cfg
     def before_epoch(self): self.tot, self.n, self.tdice = 0., 0, []
     def after_batch(self):              # the epoch's mean training loss (fastai's smoothed loss restarts with every `fit`, so it cannot be compared across a resume)
         if not self.training: return
@@ -261,9 +220,9 @@ class EpochCheckpoint(Callback):
         if not is_main(): return
         model = unwrap_model(self.learn.model)
         if better:
-            with atomic_path(self.dir/'best.pth') as t: torch.save(model.state_dict(), t)
-        with atomic_path(self.dir/'log.csv') as t: pd.DataFrame(st['log']).to_csv(t, index=False)
-        save_checkpoint(self.dir/'checkpoint.pth', model=model.state_dict(), opt=self.learn.opt.state_dict(),
+            with atomic_path(self.run.weights(self.k)) as t: torch.save(model.state_dict(), t)
+        with atomic_path(self.run.log(self.k)) as t: pd.DataFrame(st['log']).to_csv(t, index=False)
+        save_checkpoint(self.run.checkpoint(self.k), model=model.state_dict(), opt=self.learn.opt.state_dict(),
                         phase=self.phase_idx, epoch=ep, best=st['best'], best_epoch=st['best_epoch'], log=st['log'],
                         rng=rng_state(), loader=loader_state(self.learn.dls), config=self.cfg.to_dict(),
                         **({'ranks': streams} if streams else {}))
@@ -302,34 +261,10 @@ def resolve_encoder(cfg:TrainConfig, fetch=None, say=print)->TrainConfig:
         return replace(cfg, pretrained=False, stage1=replace(cfg.stage1, frozen_epochs=0), stage2=replace(cfg.stage2, frozen_epochs=0))
 
 # %% ../nbs/20_train.ipynb #c027
-def check_cache(cache, grid):
-    "Refuse a cache that lacks `grid` (the loaders' own check) or has no RICORD training and tuning cases, saying how to make it."
-    man_p = Path(cache)/'manifest.csv'
-    if not man_p.is_file(): raise CovsegInputError(man_p, "no manifest: run `covseg prepare DATA_ROOT CACHE` first")
-    man = pd.read_csv(man_p)
-    for sp in ('train', 'tune'):
-        if not entries(cache, man, grid, sp): raise CovsegInputError(man_p, f"has no RICORD {sp!r} cases to train on")
-
-def is_synthetic_cache(cache)->bool|None:
-    "Are the training cases of this cache synthetic (None if unknown)?"
-    try: man = pd.read_csv(Path(cache)/'manifest.csv')
-    except (OSError, TypeError): return None
-    if 'synthetic' not in man.columns: return None
-    return bool(man[man.dataset == 'ricord'].synthetic.all())
-
-def grid_spacing(cache, grid, split:str='train')->tuple:
-    "Median voxel spacing (z, y, x) in mm of the RICORD `split` cases once resized to `grid`: the resolution the model learnt at."
-    man = pd.read_csv(Path(cache)/'manifest.csv')
-    rows = man[(man.dataset == 'ricord') & (man.split == split)]
-    if not len(rows): raise CovsegInputError(Path(cache)/'manifest.csv', f"has no RICORD {split!r} cases")
-    ext = np.array([[int(a) * float(b) for a, b in zip(sh.split('x'), sp.split('x'))] for sh, sp in zip(rows['shape'], rows.spacing)])
-    return tuple(round(float(v), 4) for v in np.median(ext, 0) / np.asarray(grid, float))
-
-def write_data_info(cfg:TrainConfig, cache, run_dir)->dict:
+def write_data_info(cfg:TrainConfig, cache, run_dir)->RunData:
     "Record with the run where its data came from and the voxel spacing of each stage's grid (`RUN_DIR/data.json`)."
-    info = dict(cache=str(Path(cache).resolve()), synthetic=is_synthetic_cache(cache),
-                spacing={str(k): list(grid_spacing(cache, cfg.stage(k).grid)) for k in (1, 2)})
-    with atomic_path(Path(run_dir)/'data.json') as t: t.write_text(json.dumps(info, indent=1))
+    info = RunData(str(Path(cache).resolve()), is_synthetic_cache(cache), {k: grid_spacing(cache, cfg.stage(k).grid) for k in (1, 2)})
+    RunDir(run_dir).write_data(info)
     return info
 
 # %% ../nbs/20_train.ipynb #c027y
@@ -341,26 +276,31 @@ def epoch_lines(names:callable)->callable:
         print('  '.join(f"{v:>10.6f}" if isinstance(v, float) else f"{v!s:>10}" for v in row), flush=True)
     return log
 
-# %% ../nbs/20_train.ipynb #c028
-def train_stage(cfg:TrainConfig, k:int, cache, run_dir, resume:bool=False, dls=None, device=None, init:dict|None=None, quiet:bool=False, cbs=())->dict:
-    "Train stage `k` (1 or 2) of `cfg` on `cache` into `run_dir/stage<k>`; resume a killed run if asked; return its summary."
-    stage, run_dir, t0 = cfg.stage(k), Path(run_dir), time.time()
-    if launched(): device = setup(device)    # one of several processes (torchrun): join the group; this process's GPU, or the CPU
-    sdir = run_dir/f"stage{k}"
-    done = sdir/'done.json'
-    if resume and done.exists(): return json.loads(done.read_text())
+# %% ../nbs/20_train.ipynb #c028b
+def restore_stage(cfg:TrainConfig, k:int, run:RunDir, resume:bool=False)->tuple:
+    "Where stage `k` of `run` starts: (its summary if it is finished, the checkpoint to continue from); refuses to overwrite."
+    sdir = run.stage_dir(k)
+    if resume and run.done(k).exists(): return run.summary(k), None
     ck = None
-    if resume and (sdir/'checkpoint.pth').exists():
-        ck = load_checkpoint(sdir/'checkpoint.pth')
-        if ck['config'] != cfg.to_dict(): raise CovsegInputError(sdir/'checkpoint.pth', "was written with another configuration; resume with the same settings or start a new run")
+    if resume and run.checkpoint(k).exists():
+        ck = load_checkpoint(run.checkpoint(k))
+        if ck['config'] != cfg.to_dict():
+            raise CovsegInputError(run.checkpoint(k), "was written with another configuration; resume with the same settings or start a new run")
     elif sdir.exists() and any(sdir.iterdir()) and not resume:
         raise FileExistsError(f"{sdir}: holds a run already; use resume=True (--resume) to continue it or choose another RUN_DIR")
     barrier()                           # every process has looked at the folder before rank 0 writes into it
     if is_main(): sdir.mkdir(parents=True, exist_ok=True)
+    return None, ck
+
+# %% ../nbs/20_train.ipynb #c028d
+def build_stage(cfg:TrainConfig, k:int, cache, ck:dict|None=None, init:dict|None=None, dls=None, device=None, quiet:bool=False)->Learner:
+    "Stage `k`'s `Learner`, seeded: loaders from `cache` (unless `dls`), the network from Kinetics, `init` or the checkpoint `ck`."
+    stage = cfg.stage(k)
     _seed_all(cfg.seed + k)
     if dls is None:
         check_cache(cache, stage.grid)
-        dls = make_dls(cache, stage.grid, stage.bs, aug=AugConfig(**cfg.aug), device=device, seed=rank_seed(cfg.seed + k), repeats=stage.repeats)   # each process augments its own way
+        dls = make_dls(cache, stage.grid, stage.bs, aug=AugConfig(**cfg.aug), device=device, seed=rank_seed(cfg.seed + k),
+                       repeats=stage.repeats)   # each process augments its own way
     if cfg.max_batches:                 # smoke runs: fewer items per epoch (fastai drops the losses of cancelled passes, so no cancelling)
         for dl in (dls.train, dls.valid): dl.n = min(dl.n, cfg.max_batches * dl.bs)
     with main_first():                  # the same seed, the same initial weights on every process; rank 0 downloads first
@@ -371,38 +311,66 @@ def train_stage(cfg:TrainConfig, k:int, cache, run_dir, resume:bool=False, dls=N
     if quiet: learn.remove_cbs(ProgressCallback); learn.logger = lambda *a: None   # no bar and no printed epoch rows
     elif not interactive():             # a log file: no bars, a line per epoch
         learn.remove_cbs(ProgressCallback); learn.logger = epoch_lines(lambda: learn.recorder.metric_names)
-    state = dict(log=[], best=-math.inf, best_epoch=0)
-    first_phase, first_epoch = 0, 0
-    if ck is not None:
-        model.load_state_dict(ck['model'])
-        state = dict(log=ck['log'], best=ck['best'], best_epoch=ck['best_epoch'])
-        first_phase, first_epoch = ck['phase'], ck['epoch']
-    phases, restored, extra = stage.phases(), ck is None, cbs
+    if ck is not None: model.load_state_dict(ck['model'])
+    return learn
+
+# %% ../nbs/20_train.ipynb #c028e
+def new_state(ck:dict|None=None)->dict:
+    "A stage's running record — its log, best tuning Dice and best epoch — fresh, or as checkpoint `ck` left it."
+    if ck is None: return dict(log=[], best=-math.inf, best_epoch=0)
+    return dict(log=ck['log'], best=ck['best'], best_epoch=ck['best_epoch'])
+
+def fit_phase(learn:Learner, cfg:TrainConfig, k:int, run:RunDir, i:int, state:dict, ck:dict|None=None, cbs=())->bool:
+    "Fit phase `i` of stage `k` (frozen or not; one-cycle; checkpointed), continuing `ck` where it stopped; False if it was done."
+    stage = cfg.stage(k)
+    name, n, lr, frozen = stage.phases()[i]
+    first_phase, first_epoch = (ck['phase'], ck['epoch']) if ck is not None else (0, 0)
+    start = 0 if i > first_phase else first_epoch if i == first_phase else n
+    if start >= n: return False
+    learn.freeze() if frozen else learn.unfreeze()
+    if ck is not None and not state.get('restored'):   # continue exactly: optimiser (within a phase), random streams, shuffling
+        if i == first_phase: learn.opt.load_state_dict(dict(ck['opt'], hypers=L(ck['opt']['hypers'])))
+        if (own := _saved_streams(ck)) is not None: set_rng_state(own['rng']); set_loader_state(learn.dls, own.get('loader'))
+        state['restored'] = True
+    phase_cbs = [ParamScheduler(one_cycle_scheds(lr, n, start, stage.pct_start)), StopOnNonFinite(start, name),
+                 EpochCheckpoint(run, k, state, i, name, start, cfg)]
+    learn.fit(n - start, cbs=phase_cbs + list(cbs), wd=stage.wd)
+    return True
+
+def fit_stage(learn:Learner, cfg:TrainConfig, k:int, run:RunDir, ck:dict|None=None, device=None, cbs=())->dict:
+    "Fit all of stage `k`'s phases in order (from checkpoint `ck` if given) and return the stage's record."
+    state = new_state(ck)
     with ddp(learn, device):            # several processes: fastai's `distrib_ctx` (DDP); one process: as it is
-        for i, (name, n, lr, frozen) in enumerate(phases):
-            if i < first_phase: continue
-            start = first_epoch if i == first_phase else 0
-            if start >= n: continue
-            learn.freeze() if frozen else learn.unfreeze()
-            if not restored:            # continue exactly: optimiser (within a phase), random streams, loader shuffling
-                if i == first_phase: learn.opt.load_state_dict(dict(ck['opt'], hypers=L(ck['opt']['hypers'])))
-                if (own := _saved_streams(ck)) is not None: set_rng_state(own['rng']); set_loader_state(dls, own.get('loader'))
-                restored = True
-            cbs = [ParamScheduler(one_cycle_scheds(lr, n, start, stage.pct_start)), StopOnNonFinite(start, name),
-                   EpochCheckpoint(sdir, state, i, name, start, cfg)]
-            learn.fit(n - start, cbs=cbs + list(extra), wd=stage.wd)
+        for i in range(len(cfg.stage(k).phases())): fit_phase(learn, cfg, k, run, i, state, ck, cbs)
+    return state
+
+# %% ../nbs/20_train.ipynb #c028f
+def finish_stage(learn:Learner, cfg:TrainConfig, k:int, run:RunDir, cache, state:dict, t0:float)->dict:
+    "End stage `k`: reload its best weights (the paper's last step), draw its curves, write and return its summary."
     barrier()                           # rank 0 has written the last epoch's files
-    if not (sdir/'best.pth').exists(): raise RuntimeError(f"{sdir}: no epoch produced a finite tuning Dice; nothing to keep")
-    model.load_state_dict(torch.load(sdir/'best.pth', map_location='cpu', weights_only=True))   # the paper: reload the best at the end
+    if not run.weights(k).exists(): raise RuntimeError(f"{run.stage_dir(k)}: no epoch produced a finite tuning Dice; nothing to keep")
+    unwrap_model(learn.model).load_state_dict(torch.load(run.weights(k), map_location='cpu', weights_only=True))
     synthetic = is_synthetic_cache(cache)
     summary = dict(stage=k, profile=cfg.profile, epochs=len(state['log']), best_dice=state['best'], best_epoch=state['best_epoch'],
-                   grid=list(stage.grid), synthetic=synthetic, best_model=str(sdir/'best.pth'),
-                   processes=world_size(), seconds=round(time.time() - t0, 1))   # data-parallel processes (GPUs) of the run that finished the stage; the paper: 1
+                   grid=list(cfg.stage(k).grid), synthetic=synthetic, best_model=str(run.weights(k)),
+                   processes=world_size(), seconds=round(time.time() - t0, 1))   # data-parallel processes (GPUs) that finished it; the paper: 1
     if is_main():
-        plot_log(sdir/'log.csv', sdir/'curves.png', title=f"stage {k} ({cfg.profile} profile)" + (', SYNTHETIC data' if synthetic else ''))
-        with atomic_path(done) as t: t.write_text(json.dumps(summary, indent=1))
+        plot_log(run.log(k), run.curves(k), title=f"stage {k} ({cfg.profile} profile)" + (', SYNTHETIC data' if synthetic else ''))
+        run.write_summary(k, summary)
     barrier()                           # the stage is on disk when any process returns
-    del learn, model, dls; gc.collect()    # the Learner and its callbacks form reference cycles: free its optimiser state and
+    return summary
+
+# %% ../nbs/20_train.ipynb #c028g
+def train_stage(cfg:TrainConfig, k:int, cache, run_dir, resume:bool=False, dls=None, device=None, init:dict|None=None,
+                quiet:bool=False, cbs=())->dict:
+    "Train stage `k` (1 or 2) of `cfg` on `cache` into `run_dir/stage<k>` — restore, build, fit, finish — and return its summary."
+    t0, run = time.time(), RunDir(run_dir)
+    if launched(): device = setup(device)    # one of several processes (torchrun): join the group; this process's GPU, or the CPU
+    done, ck = restore_stage(cfg, k, run, resume)
+    if done is not None: return done
+    learn = build_stage(cfg, k, cache, ck, init, dls, device, quiet)
+    summary = finish_stage(learn, cfg, k, run, cache, fit_stage(learn, cfg, k, run, ck, device, cbs), t0)
+    del learn; gc.collect()             # the Learner and its callbacks form reference cycles: free its optimiser state and
     if torch.cuda.is_available(): torch.cuda.empty_cache()   # batches now, before stage 2 or evaluation needs the memory
     return summary
 
@@ -423,27 +391,27 @@ def plot_log(log_csv, out_png=None, title:str=''):
     return fig
 
 # %% ../nbs/20_train.ipynb #c031
+def start_run(cfg:TrainConfig, cache, run_dir, stages=(1, 2), resume:bool=False, quiet:bool=False)->TrainConfig:
+    "Open `run_dir` for `cfg`: encoder weights found (or the fallback), config checked against a saved one, config and data record saved."
+    run = RunDir(run_dir)
+    with main_first(): cfg = resolve_encoder(cfg, say=print if is_main() and not quiet else (lambda *a: None))   # rank 0 downloads first
+    if run.config_file.exists() and (resume or 1 not in stages) and run.config().to_dict() != cfg.to_dict():
+        raise CovsegInputError(run.config_file, "this run was made with another configuration; use the same profile and options, or a new RUN_DIR")
+    barrier()                           # every process has checked the saved config before rank 0 replaces it
+    if is_main():
+        run.write_config(cfg)
+        write_data_info(cfg, cache, run.path)
+    return cfg
+
+def stage_init(run:RunDir, k:int)->dict|None:
+    "The weights stage `k` starts from: none for stage 1 (Kinetics or random), stage 1's best for stage 2."
+    if k != 2: return None
+    if not run.weights(1).is_file(): raise CovsegInputError(run.weights(1), "stage 2 starts from the best stage-1 weights; train stage 1 first")
+    return torch.load(run.weights(1), map_location='cpu', weights_only=True)
+
 def train(cfg:TrainConfig, cache, run_dir, stages=(1, 2), resume:bool=False, device=None, quiet:bool=False)->list:
     "Train the stages of `cfg` in order (stage 2 starts from stage 1's best weights); save the config with the run; return the stage summaries."
     if launched(): device = setup(device)    # started by torchrun / accelerate launch: data-parallel, rank 0 writes
-    run_dir = Path(run_dir)
-    with main_first(): cfg = resolve_encoder(cfg, say=print if is_main() and not quiet else (lambda *a: None))   # rank 0 downloads first
-    cpath = run_dir/'config.json'
-    if cpath.exists():
-        saved = json.loads(cpath.read_text())
-        if saved != cfg.to_dict() and (resume or 1 not in stages):
-            raise CovsegInputError(cpath, "this run was made with another configuration; use the same profile and options, or a new RUN_DIR")
-    barrier()                           # every process has checked the saved config before rank 0 replaces it
-    if is_main():
-        run_dir.mkdir(parents=True, exist_ok=True)
-        with atomic_path(cpath) as t: t.write_text(json.dumps(cfg.to_dict(), indent=1))
-        write_data_info(cfg, cache, run_dir)
-    out = []
-    for k in stages:
-        init = None
-        if k == 2:
-            best1 = run_dir/'stage1'/'best.pth'
-            if not best1.is_file(): raise CovsegInputError(best1, "stage 2 starts from the best stage-1 weights; train stage 1 first")
-            init = torch.load(best1, map_location='cpu', weights_only=True)
-        out.append(train_stage(cfg, k, cache, run_dir, resume=resume, device=device, init=init, quiet=quiet))
-    return out
+    cfg = start_run(cfg, cache, run_dir, stages, resume, quiet)
+    return [train_stage(cfg, k, cache, run_dir, resume=resume, device=device, init=stage_init(RunDir(run_dir), k), quiet=quiet)
+            for k in stages]

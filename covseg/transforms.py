@@ -31,11 +31,15 @@ def _window_(x):
     return x
 
 def normalise_hu(x):
-    "`x` (HU; NumPy array or torch tensor) clipped to air (`AIR_HU`) .. 150 HU, `HU_WINDOW` scaled linearly to [-1, 1]; integers become float32."
+    ("`x` (HU; NumPy array or torch tensor) clipped to air (`AIR_HU`) .. 150 HU, `HU_WINDOW` scaled linearly to [-1, "
+     "1]; integers become float32.")
     if isinstance(x, torch.Tensor):
-        if x.dtype not in (torch.int16, torch.int32, torch.int64): return _window_(x.float() if not x.is_floating_point() else x.clone())
-        lo, hi = HU_WINDOW; a = 2 / (hi - lo)                               # HU integers: clip in their own (narrower) type, then one pass to float32
-        return torch.mul(x.clamp(int(AIR_HU), int(hi)), a, out=torch.empty(x.shape, dtype=torch.float32, device=x.device)).sub_(1 + lo * a)
+        if x.dtype not in (torch.int16, torch.int32, torch.int64):
+            return _window_(x.float() if not x.is_floating_point() else x.clone())
+        # HU integers: clip in their own (narrower) type, then one pass to float32
+        lo, hi = HU_WINDOW; a = 2 / (hi - lo)
+        return torch.mul(x.clamp(int(AIR_HU), int(hi)), a,
+                         out=torch.empty(x.shape, dtype=torch.float32, device=x.device)).sub_(1 + lo * a)
     x = np.asarray(x)
     return _window_(x.copy() if np.issubdtype(x.dtype, np.floating) else x.astype(np.float32))
 
@@ -43,7 +47,8 @@ def normalise_hu(x):
 def canonical_axes(direction, # ITK direction cosines (9 numbers, row-major) of a (z, y, x) array
                   )->tuple: # (perm, flips): transpose by `perm`, then reverse the axes where `flips`
     "How to view a (z, y, x) array so that its axes run inferior->superior, anterior->posterior, right->left (LPS)."
-    pat, against = patient_axes(direction)                   # patient axis (0 L, 1 P, 2 S) of each array axis, and its sense
+    # patient axis (0 L, 1 P, 2 S) of each array axis, and its sense
+    pat, against = patient_axes(direction)
     if sorted(pat) != [0, 1, 2]:                              # degenerate (45 degree) cosines: keep the array order
         D = np.asarray(direction, float).reshape(3, 3)
         return (0, 1, 2), tuple(bool(D[k, 2 - i] < 0) for i, k in enumerate((2, 1, 0)))
@@ -75,11 +80,13 @@ def canonical_geometry(g:Geometry)->Geometry:
 
 def canonical(vol:Volume)->Volume:
     "`vol` re-stored in canonical LPS order (a copy): the same voxel values at the same places in patient space."
-    return Volume(np.ascontiguousarray(to_canonical(vol.array, vol.geometry.direction)), canonical_geometry(vol.geometry),
+    return Volume(np.ascontiguousarray(to_canonical(vol.array, vol.geometry.direction)),
+                  canonical_geometry(vol.geometry),
                   vol.path, dict(vol.meta))
 
 # %% ../nbs/04_transforms.ipynb #cd5c2265
-MAX_OBLIQUE_DEG = 30.   # an axis farther than this from its nearest patient axis: the grid is resampled onto the patient axes
+# an axis farther than this from its nearest patient axis: the grid is resampled onto the patient axes
+MAX_OBLIQUE_DEG = 30.
 
 def obliquity(direction)->float:
     "Largest angle (degrees) between an axis of a grid with ITK `direction` and the patient axis closest to it."
@@ -87,9 +94,11 @@ def obliquity(direction)->float:
     return float(np.degrees(np.arccos(np.clip(np.abs(D).max(0), 0., 1.))).max())
 
 def axis_aligned_geometry(g:Geometry)->Geometry:
-    "An LPS grid (identity direction) holding the whole physical box of `g`, its spacing along each patient axis a cos²-weighted mean of `g`'s."
+    ("An LPS grid (identity direction) holding the whole physical box of `g`, its spacing along each patient axis a "
+     "cos²-weighted mean of `g`'s.")
     D = np.asarray(g.direction, float).reshape(3, 3)
-    sp = (D ** 2) @ np.asarray(g.spacing[::-1], float)       # per patient axis (x, y, z); exact for an axis-aligned grid
+    # per patient axis (x, y, z); exact for an axis-aligned grid
+    sp = (D ** 2) @ np.asarray(g.spacing[::-1], float)
     c = np.array(list(itertools.product(*[(-.5, n - .5) for n in g.size])))
     p = g.index_to_physical(c)
     lo, hi = p.min(0), p.max(0)
@@ -99,15 +108,18 @@ def axis_aligned_geometry(g:Geometry)->Geometry:
                     (1., 0, 0, 0, 1, 0, 0, 0, 1))
 
 def network_frame(g:Geometry)->Geometry:
-    "The grid the network's view of `g` starts from: its canonical view, or an axis-aligned grid when `g` is more than `MAX_OBLIQUE_DEG` oblique."
+    ("The grid the network's view of `g` starts from: its canonical view, or an axis-aligned grid when `g` is more "
+     "than `MAX_OBLIQUE_DEG` oblique.")
     return canonical_geometry(g) if obliquity(g.direction) <= MAX_OBLIQUE_DEG else axis_aligned_geometry(g)
 
 # %% ../nbs/04_transforms.ipynb #a0474826
 def resize_geometry(g:Geometry, size)->Geometry:
-    "Geometry of a grid of `size` (z, y, x) voxels, in LPS order, covering the same physical box as `g` (see `network_frame`)."
+    ("Geometry of a grid of `size` (z, y, x) voxels, in LPS order, covering the same physical box as `g` (see "
+     "`network_frame`).")
     f, size = network_frame(g), tuple(int(s) for s in size)
     sp = np.asarray(f.spacing) * np.asarray(f.size) / np.asarray(size)
-    first = (sp - np.asarray(f.spacing)) / 2 / np.asarray(f.spacing)          # new voxel-0 centre, in the frame's (z, y, x) index units
+    # new voxel-0 centre, in the frame's (z, y, x) index units
+    first = (sp - np.asarray(f.spacing)) / 2 / np.asarray(f.spacing)
     return Geometry(size, tuple(float(s) for s in sp), tuple(float(o) for o in f.index_to_physical(first)), f.direction)
 
 # %% ../nbs/04_transforms.ipynb #ef96b6c7
@@ -117,25 +129,29 @@ def _blank(g:Geometry, pixel=sitk.sitkFloat32)->sitk.Image:
     return g.apply(sitk.Image(int(x), int(y), int(z), pixel))
 
 def resample_to(vol:Volume, g:Geometry, linear:bool=True, default:float=0.)->Volume:
-    "`vol` resampled onto grid `g` (float32; linear or nearest; `default` outside `vol`), e.g. a low-resolution prediction back onto its study."
+    ("`vol` resampled onto grid `g` (float32; linear or nearest; `default` outside `vol`), e.g. a low-resolution "
+     "prediction back onto its study.")
     img = sitk.Cast(to_sitk(vol), sitk.sitkFloat32)
-    out = sitk.Resample(img, _blank(g), sitk.Transform(), sitk.sitkLinear if linear else sitk.sitkNearestNeighbor, default,
-                        sitk.sitkFloat32, False)           # no extrapolation: beyond half a voxel outside `vol`, `default`
+    # no extrapolation: beyond half a voxel outside `vol`, `default`
+    out = sitk.Resample(img, _blank(g), sitk.Transform(), sitk.sitkLinear if linear else sitk.sitkNearestNeighbor,
+                        default, sitk.sitkFloat32, False)
     return Volume(sitk.GetArrayFromImage(out), g, vol.path, dict(vol.meta))
 
 def shrink_factors(src:Geometry, g:Geometry)->list:
-    "Block-average factors per ITK axis (x, y, z) of `src` before resampling onto `g`: the whole part of the spacing ratio along each axis."
+    ("Block-average factors per ITK axis (x, y, z) of `src` before resampling onto `g`: the whole part of the spacing "
+     "ratio along each axis.")
     perm, _ = canonical_axes(src.direction)
     f = [1] * 3
     for i, p in enumerate(perm): f[2 - p] = max(1, int(g.spacing[i] / src.spacing[p] + 1e-6))
     return f
 
 def _resize_sitk(img:sitk.Image, g:Geometry, mask:bool=False)->np.ndarray:
-    "Voxels of SimpleITK image `img` resized onto grid `g`: block average by the whole factor, then linear (a 0/255 mask is thresholded at half)."
+    ("Voxels of SimpleITK image `img` resized onto grid `g`: block average by the whole factor, then linear (a 0/255 "
+     "mask is thresholded at half).")
     f = shrink_factors(Geometry.from_sitk(img), g)
     if max(f) > 1: img = sitk.BinShrink(img, f)
-    arr = sitk.GetArrayFromImage(sitk.Resample(img, _blank(g), sitk.Transform(), sitk.sitkLinear, 0. if mask else AIR_HU,
-                                               sitk.sitkFloat32, True))
+    arr = sitk.GetArrayFromImage(sitk.Resample(img, _blank(g), sitk.Transform(), sitk.sitkLinear,
+                                               0. if mask else AIR_HU, sitk.sitkFloat32, True))
     return (arr >= 127.5).astype(np.uint8) if mask else arr
 
 def _mask255(vol:Volume)->sitk.Image:
@@ -143,20 +159,24 @@ def _mask255(vol:Volume)->sitk.Image:
     return to_sitk(vol.with_array((vol.array > 0).view(np.uint8) * np.uint8(255)))
 
 def resize(vol:Volume, size, mask:bool=False)->Volume:
-    "`vol` resized to `size` (z, y, x) over the same physical box, in LPS order: block-averaged, then linear; a mask is thresholded at 0.5."
+    ("`vol` resized to `size` (z, y, x) over the same physical box, in LPS order: block-averaged, then linear; a mask "
+     "is thresholded at 0.5.")
     g = resize_geometry(vol.geometry, size)
-    if obliquity(vol.geometry.direction) <= MAX_OBLIQUE_DEG: vol = canonical(vol)   # blocks start at the same anatomical corner however it is stored
+    # blocks start at the same anatomical corner however it is stored
+    if obliquity(vol.geometry.direction) <= MAX_OBLIQUE_DEG: vol = canonical(vol)
     return Volume(_resize_sitk(_mask255(vol) if mask else to_sitk(vol), g, mask), g, vol.path, dict(vol.meta))
 
 # %% ../nbs/04_transforms.ipynb #78b38ce6
 def is_canonical_grid(g:Geometry, size)->bool:
     "Is a grid of `size` the canonical view of `g` itself (no interpolation needed)?"
-    return obliquity(g.direction) <= MAX_OBLIQUE_DEG and tuple(canonical_geometry(g).size) == tuple(int(s) for s in size)
+    return (obliquity(g.direction) <= MAX_OBLIQUE_DEG
+            and tuple(canonical_geometry(g).size) == tuple(int(s) for s in size))
 
 def model_input(vol:Volume, # the study, in HU
                 size,       # grid (z, y, x) to resize it to, over the same physical box
                )->Volume:
-    "`vol` in canonical order, resized to `size` as the training cache does (block average + trilinear, rounded to whole HU), then windowed to [-1, 1]."
+    ("`vol` in canonical order, resized to `size` as the training cache does (block average + trilinear, rounded to "
+     "whole HU), then windowed to [-1, 1].")
     r = canonical(vol) if is_canonical_grid(vol.geometry, size) else resize(vol, size)
     return Volume(normalise_hu(np.round(r.array.astype(np.float32, copy=False))), r.geometry, vol.path)
 
@@ -170,7 +190,8 @@ def to_study_grid(p:np.ndarray, # values on the network's grid `g_net` (e.g. a f
                   g_net:Geometry, # the grid `model_input` produced
                   g:Geometry,     # the study's grid
                  )->np.ndarray:   # float32 values on `g`
-    "Values on the network's grid mapped back onto the study's grid: exactly when `g_net` is the study's canonical view, else trilinear."
+    ("Values on the network's grid mapped back onto the study's grid: exactly when `g_net` is the study's canonical "
+     "view, else trilinear.")
     if is_canonical_grid(g, g_net.size) and g_net.same_grid(canonical_geometry(g)):
         return np.ascontiguousarray(from_canonical(p, g.direction), dtype=np.float32)
     return resample_to(Volume(p, g_net), g).array
@@ -180,7 +201,8 @@ def orientation_note(g:Geometry)->str|None:
     code = sitk.DICOMOrientImageFilter.GetOrientationFromDirectionCosines(g.direction)
     deg = obliquity(g.direction)
     if deg > MAX_OBLIQUE_DEG:
-        return f"stored {deg:.0f} degrees oblique to the patient axes: resampled onto an axis-aligned grid for the network"
+        return (f"stored {deg:.0f} degrees oblique to the patient axes: "
+                "resampled onto an axis-aligned grid for the network")
     plane = {'S': 'axial', 'I': 'axial', 'P': 'coronal', 'A': 'coronal', 'L': 'sagittal', 'R': 'sagittal'}[code[2]]
     if plane != 'axial': return f"stored as {plane} slices ({code}): reoriented to axial for the network"
     return None

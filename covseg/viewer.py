@@ -1,4 +1,4 @@
-"""Ground truth (red) and prediction (green) over the slices of a CT study: an ipywidgets viewer in Jupyter, and the same object as a self-contained HTML/JS viewer in the rendered docs and in saved pages.
+"""Ground truth (red) and prediction (green) over a CT study's slices: a Jupyter widget, and an HTML viewer for pages.
 
 Docs: https://covseg.github.io/covseg/viewer.html.md"""
 
@@ -6,7 +6,7 @@ Docs: https://covseg.github.io/covseg/viewer.html.md"""
 
 # %% ../nbs/31_viewer.ipynb #c002
 from __future__ import annotations
-import base64, contextlib, html, io, json, math, os, shutil, tempfile, time, uuid
+import base64, html, io, json, math, uuid
 from pathlib import Path
 import numpy as np
 from PIL import Image
@@ -15,9 +15,9 @@ from .io import CovsegInputError, Volume, atomic_path, patient_axes, HU_WINDOW
 from .metrics import dice_from_counts
 
 # %% auto #0
-__all__ = ['WINDOWS', 'TRUTH_RGB', 'PRED_RGB', 'GAP', 'CODE_SPLIT', 'window_grey', 'display_orientation', 'orient_slice',
-           'as_mask', 'slice_dice', 'display_shape', 'resample_slice', 'mask_edges', 'compose', 'SliceViewer',
-           'hu_to_code', 'code_to_hu', 'code_lut', 'ViewerGrid', 'chromium_driver', 'check_in_browser', 'html_frame']
+__all__ = ['WINDOWS', 'TRUTH_RGB', 'PRED_RGB', 'GAP', 'CODE_SPLIT', 'PAGE_CSS', 'window_grey', 'display_orientation',
+           'orient_slice', 'as_mask', 'slice_dice', 'display_shape', 'resample_slice', 'mask_edges', 'compose',
+           'SliceViewer', 'hu_to_code', 'code_to_hu', 'code_lut', 'ViewerGrid']
 
 # %% ../nbs/31_viewer.ipynb #c008
 WINDOWS = {'lung': (1500., -600.), 'mediastinum': (350., 50.)}  # window presets: (width, level) in HU
@@ -37,11 +37,13 @@ def window_grey(hu, # HU values, any shape
 def display_orientation(direction, # 3x3 direction cosines, row-major, as ITK's `GetDirection()`
                        )->tuple|None: # (transpose, flip_rows, flip_cols), or None for a grid that is not axial
     "How to show a stored (y, x) slice radiologically: patient's right on the image's left, anterior up."
-    (_, ay, ax), (_, ry, rx) = patient_axes(direction)    # patient axis (0 L, 1 P, 2 S) of array y and x, and whether each runs against it
+    # patient axis (0 L, 1 P, 2 S) of array y and x, and whether each runs against it
+    (_, ay, ax), (_, ry, rx) = patient_axes(direction)
     if sorted((ay, ax)) != [0, 1]: return None
     transpose = ax == 1                                    # array x runs along P: swap so that columns run along L
     return (True, rx, ry) if transpose else (False, ry, rx)
 
+# %% ../nbs/31_viewer.ipynb #c011b
 def orient_slice(a:np.ndarray, # a stored slice (y, x)
                  orientation:tuple|None, # from `display_orientation`
                 )->np.ndarray: # the slice as displayed (rows, columns)
@@ -58,6 +60,7 @@ def as_mask(a)->np.ndarray:
     if a.dtype == bool: return a
     return a >= 0.5 if np.issubdtype(a.dtype, np.floating) else a != 0
 
+# %% ../nbs/31_viewer.ipynb #c016b
 def slice_dice(truth, # mask (z, y, x)
                pred, # mask (z, y, x), same shape
               )->np.ndarray: # float64 per z slice: NaN where both are empty, 0 where only one is
@@ -75,6 +78,7 @@ def display_shape(shape, # stored slice shape in display order (rows, columns)
     px = max(min(spacing), ext.max() / max_size)
     return tuple(max(1, int(round(e / px))) for e in ext)
 
+# %% ../nbs/31_viewer.ipynb #c019b
 def resample_slice(a:np.ndarray, # a slice (rows, columns): HU or a boolean mask
                    shape:tuple, # display (rows, columns)
                   )->np.ndarray: # float32 HU, or a boolean mask covered at least half
@@ -91,6 +95,7 @@ def mask_edges(m:np.ndarray)->np.ndarray:
     q = np.pad(m, 1, mode='edge')
     return m & ~(q[:-2, 1:-1] & q[2:, 1:-1] & q[1:-1, :-2] & q[1:-1, 2:])
 
+# %% ../nbs/31_viewer.ipynb #c022b
 def compose(grey:np.ndarray, # uint8 (rows, columns)
             layers, # [(mask, rgb), ...] drawn in this order
            )->np.ndarray: # uint8 (rows, columns, 3)
@@ -115,7 +120,7 @@ def _vol(x):
     return np.asarray(x), None, None
 
 class SliceViewer:
-    "Ground truth (red) and prediction (green) over the axial slices of one CT study, in Jupyter, in the docs or in a saved page."
+    "Ground truth (red) and prediction (green) over the axial slices of one CT study: Jupyter widget or HTML viewer."
     def __init__(self, image, # HU volume (z, y, x): a `Volume` or an array
                  truth=None, # ground-truth mask on the same grid, or None
                  pred=None, # predicted mask on the same grid, or None
@@ -128,15 +133,19 @@ class SliceViewer:
                 ):
         img, g, path = _vol(image)
         if img.ndim != 3 or min(img.shape) < 1:
-            raise _input_error(path, f"image must be a 3D (z, y, x) volume, got shape {img.shape} (a batch: ViewerGrid.from_batch)")
-        if g is not None and spacing is not None: raise ValueError("`spacing` is for array input: a Volume brings its own")
+            raise _input_error(path, f"image must be a 3D (z, y, x) volume, got shape {img.shape} "
+                                     "(a batch: ViewerGrid.from_batch)")
+        if g is not None and spacing is not None:
+            raise ValueError("`spacing` is for array input: a Volume brings its own")
         if codec not in ('webp', 'png'): raise ValueError(f"codec must be 'webp' or 'png', got {codec!r}")
         self.image, self.title, self.max_size, self.max_slices = img, str(title), int(max_size), int(max_slices)
         self.codec, self.quality = codec, int(quality)
-        self.spacing = tuple(float(s) for s in (g.spacing if g is not None else (1., 1., 1.) if spacing is None else spacing))
+        sp = g.spacing if g is not None else (1., 1., 1.) if spacing is None else spacing
+        self.spacing = tuple(float(s) for s in sp)
         if len(self.spacing) != 3: raise ValueError(f"spacing must be 3 numbers (z, y, x), got {spacing}")
         self.direction = tuple(g.direction) if g is not None else (1., 0, 0, 0, 1, 0, 0, 0, 1)
-        self.truth, self.pred = (self._mask(m, what, img, g, path) for m, what in ((truth, 'truth'), (pred, 'prediction')))
+        self.truth, self.pred = (self._mask(m, what, img, g, path)
+                                 for m, what in ((truth, 'truth'), (pred, 'prediction')))
         self.orientation = display_orientation(self.direction)
         sy, sx = self.spacing[1:]
         self.slice_spacing = (sx, sy) if self.orientation and self.orientation[0] else (sy, sx)
@@ -148,8 +157,9 @@ class SliceViewer:
         if m is None: return None
         a, mg, mpath = _vol(m)
         if tuple(a.shape) != tuple(img.shape):
-            raise _input_error(mpath or ipath, f"{what} has shape {tuple(a.shape)} but the image has {tuple(img.shape)} (z, y, x): "
-                                   "resample it onto the image's grid first (covseg.transforms.resample_to)")
+            raise _input_error(mpath or ipath, f"{what} has shape {tuple(a.shape)} but the image has "
+                                               f"{tuple(img.shape)} (z, y, x): resample it onto the image's grid "
+                                               "first (covseg.transforms.resample_to)")
         if g is not None and mg is not None and not g.same_grid(mg, tol=1e-3):
             raise _input_error(mpath or ipath, f"{what} lies on another grid than the image ({mg} vs {g})")
         return as_mask(a)
@@ -194,14 +204,15 @@ def _join(panels:list)->np.ndarray:
     gap = np.full((panels[0].shape[0], GAP, 3), 255, np.uint8)
     return np.concatenate(sum([[p, gap] for p in panels], [])[:-1], 1)
 
+# %% ../nbs/31_viewer.ipynb #c033
 class _Slice:
     "One slice on the display grid: CT in HU and the masks (or None)."
     def __init__(self, v:SliceViewer, z:int):
         sh, o = v.display_shape, v.orientation
         self.hu = resample_slice(orient_slice(np.asarray(v.image[z], np.float32), o), sh)
-        self.truth, self.pred = (None if m is None else resample_slice(orient_slice(m[z], o), sh) for m in (v.truth, v.pred))
+        self.truth, self.pred = (None if m is None else resample_slice(orient_slice(m[z], o), sh)
+                                 for m in (v.truth, v.pred))
 
-# %% ../nbs/31_viewer.ipynb #c033
 @patch
 def render(self:SliceViewer, z:int|None=None, # slice index; None: `default_slice`
            window:str|tuple='lung', # a `WINDOWS` name or (width, level)
@@ -216,6 +227,16 @@ def render(self:SliceViewer, z:int|None=None, # slice index; None: `default_slic
     grey = window_grey(s.hu, window)
     return _join([compose(grey, L) for L in _panels(s.truth, s.pred, show_truth, show_pred, mode)])
 
+# %% ../nbs/31_viewer.ipynb #c041d
+@patch
+def dice_text(self:SliceViewer, z:int)->str:
+    "What the viewer says about slice `z`: its Dice, '—' when both masks are empty there."
+    if self.truth is None or self.pred is None: return ''
+    nt, npred = int(self.truth[z].sum()), int(self.pred[z].sum())
+    if nt + npred == 0: d = 'Dice — (both empty)'
+    else: d = f"Dice {2 * int((self.truth[z] & self.pred[z]).sum()) / (nt + npred):.3f}"
+    return f"slice {d}; truth {nt} voxels, prediction {npred} voxels"
+
 # %% ../nbs/31_viewer.ipynb #c041
 def _png(rgb:np.ndarray)->bytes:
     "PNG bytes of an RGB array."
@@ -223,30 +244,27 @@ def _png(rgb:np.ndarray)->bytes:
     return buf.getvalue()
 
 @patch
-def dice_text(self:SliceViewer, z:int)->str:
-    "What the viewer says about slice `z`: its Dice, '—' when both masks are empty there."
-    if self.truth is None or self.pred is None: return ''
-    nt, npred = int(self.truth[z].sum()), int(self.pred[z].sum())
-    d = 'Dice — (both empty)' if nt + npred == 0 else f"Dice {2 * int((self.truth[z] & self.pred[z]).sum()) / (nt + npred):.3f}"
-    return f"slice {d}; truth {nt} voxels, prediction {npred} voxels"
-
-@patch
 def widget(self:SliceViewer):
     "An ipywidgets viewer: slice slider, window presets, overlay toggles, side by side or blended, slice Dice."
     import ipywidgets as W
     both = self.truth is not None and self.pred is not None
-    z = W.IntSlider(value=self.default_slice, min=0, max=self.shape[0] - 1, description='slice z', continuous_update=True)
-    win = W.ToggleButtons(options=[(f'{k} W{w:g} L{l:g}', k) for k, (w, l) in WINDOWS.items()], value='lung', style={'button_width': '160px'})
+    z = W.IntSlider(value=self.default_slice, min=0, max=self.shape[0] - 1, description='slice z',
+                    continuous_update=True)
+    win = W.ToggleButtons(options=[(f'{k} W{w:g} L{l:g}', k) for k, (w, l) in WINDOWS.items()], value='lung',
+                          style={'button_width': '160px'})
     ct = W.Checkbox(value=True, description='ground truth (red)', disabled=self.truth is None, indent=False)
     cp = W.Checkbox(value=True, description='prediction (green)', disabled=self.pred is None, indent=False)
-    mode = W.ToggleButtons(options=[('side by side', 'side'), ('blended', 'blend')], value='side' if both else 'blend', disabled=not both)
+    mode = W.ToggleButtons(options=[('side by side', 'side'), ('blended', 'blend')], value='side' if both else 'blend',
+                           disabled=not both)
     img, dice = W.Image(format='png'), W.HTML()
     def update(*_):
         img.value = _png(self.render(z.value, win.value, ct.value, cp.value, mode.value))
         dice.value = html.escape(self.dice_text(z.value))
     for c in (z, win, ct, cp, mode): c.observe(update, 'value')
     update()
-    box = W.VBox([W.HTML(f"<b>{html.escape(self.title)}</b> <span style='color:#777'>({html.escape(self.orientation_text)})</span>"), z, W.HBox([win, mode]), W.HBox([ct, cp]), img, dice])
+    head = (f"<b>{html.escape(self.title)}</b> "
+            f"<span style='color:#777'>({html.escape(self.orientation_text)})</span>")
+    box = W.VBox([W.HTML(head), z, W.HBox([win, mode]), W.HBox([ct, cp]), img, dice])
     box.controls = dict(slice=z, window=win, truth=ct, pred=cp, mode=mode, image=img, dice=dice)
     return box
 
@@ -257,7 +275,8 @@ def hu_to_code(hu)->np.ndarray:
     "HU as the 8-bit code the HTML viewer stores: 0-127 for -1350..-125 HU, 128-255 for -125..225 HU."
     lo, mid, hi = CODE_SPLIT
     hu = np.asarray(hu, np.float64)
-    c = np.where(hu < mid, np.clip((hu - lo) / (mid - lo) * 127, 0, 127), 128 + np.clip((hu - mid) / (hi - mid) * 127, 0, 127))
+    c = np.where(hu < mid, np.clip((hu - lo) / (mid - lo) * 127, 0, 127),
+                 128 + np.clip((hu - mid) / (hi - mid) * 127, 0, 127))
     return np.floor(c + 0.5).astype(np.uint8)
 
 def code_to_hu(code)->np.ndarray:
@@ -271,17 +290,18 @@ def code_lut(window:str|tuple)->np.ndarray:
     return window_grey(code_to_hu(np.arange(256)), window)
 
 # %% ../nbs/31_viewer.ipynb #c046
-def _data_uri(im:Image.Image, fmt:str, **kw)->str:
-    buf = io.BytesIO(); im.save(buf, fmt, **kw)
-    return f"data:image/{fmt.lower()};base64," + base64.b64encode(buf.getvalue()).decode()
-
-_PALETTE = [0, 0, 0, *TRUTH_RGB, *PRED_RGB, 255, 255, 0]   # index = truth + 2 * prediction
-
 @patch
 def html_slices(self:SliceViewer)->list:
     "The z indices embedded in the HTML viewer: all, or every k-th counted from the default slice."
     n = self.shape[0]; k = max(1, math.ceil(n / self.max_slices))
     return list(range(self.default_slice % k, n, k))
+
+# %% ../nbs/31_viewer.ipynb #c046p
+def _data_uri(im:Image.Image, fmt:str, **kw)->str:
+    buf = io.BytesIO(); im.save(buf, fmt, **kw)
+    return f"data:image/{fmt.lower()};base64," + base64.b64encode(buf.getvalue()).decode()
+
+_PALETTE = [0, 0, 0, *TRUTH_RGB, *PRED_RGB, 255, 255, 0]   # index = truth + 2 * prediction
 
 @patch
 def _payload(self:SliceViewer)->dict:
@@ -290,7 +310,8 @@ def _payload(self:SliceViewer)->dict:
     for z in zs:
         s = _Slice(self, z)
         code = Image.fromarray(hu_to_code(s.hu))
-        ct.append(_data_uri(code, 'WEBP', quality=self.quality, method=4) if self.codec == 'webp' else _data_uri(code, 'PNG', optimize=True))
+        if self.codec == 'webp': ct.append(_data_uri(code, 'WEBP', quality=self.quality, method=4))
+        else: ct.append(_data_uri(code, 'PNG', optimize=True))
         t = s.truth if s.truth is not None else False
         p = s.pred if s.pred is not None else False
         idx = (np.asarray(t, np.uint8) + 2 * np.asarray(p, np.uint8)) * np.ones(self.display_shape, np.uint8)
@@ -300,8 +321,9 @@ def _payload(self:SliceViewer)->dict:
         else: masks.append(None)
         dice.append(self.dice_text(z))
     h, w = self.display_shape
-    return dict(w=w, h=h, nz=self.shape[0], z=zs, step=zs[1] - zs[0] if len(zs) > 1 else 1, start=zs.index(self.default_slice),
-                ct=ct, mask=masks, dice=dice, truth=self.truth is not None, pred=self.pred is not None,
+    return dict(w=w, h=h, nz=self.shape[0], z=zs, step=zs[1] - zs[0] if len(zs) > 1 else 1,
+                start=zs.index(self.default_slice), ct=ct, mask=masks, dice=dice,
+                truth=self.truth is not None, pred=self.pred is not None,
                 luts={k: code_lut(k).tolist() for k in WINDOWS}, gap=GAP, scale=max(1, 256 // max(h, w)),
                 colors=dict(truth=TRUTH_RGB, pred=PRED_RGB))
 
@@ -334,13 +356,19 @@ window.covsegViewer1 = window.covsegViewer1 || function (root) {
     });
     return cache[i];
   }
-  const edge = (m, k, x, y) => m[k] && !(m[x > 0 ? k - 1 : k] && m[x < W - 1 ? k + 1 : k] && m[y > 0 ? k - W : k] && m[y < H - 1 ? k + W : k]);
+  const edge = (m, k, x, y) => m[k] && !(m[x > 0 ? k - 1 : k] && m[x < W - 1 ? k + 1 : k] &&
+                                         m[y > 0 ? k - W : k] && m[y < H - 1 ? k + W : k]);
   function panel(out, ow, x0, code, lut, layers) {
     for (let y = 0, k = 0; y < H; y++) for (let x = 0; x < W; x++, k++) {
       const g = lut[code[k]];
       let r = g, gg = g, b = g, cov = false, f0 = 0, f1 = 0, f2 = 0;
-      for (const [m, c] of layers) if (m[k]) { cov = true; f0 = Math.max(f0, c[0]); f1 = Math.max(f1, c[1]); f2 = Math.max(f2, c[2]); }
-      if (cov) { r = Math.floor((3 * g + 2 * f0 + 2) / 5); gg = Math.floor((3 * g + 2 * f1 + 2) / 5); b = Math.floor((3 * g + 2 * f2 + 2) / 5); }
+      for (const [m, c] of layers) if (m[k]) {
+        cov = true; f0 = Math.max(f0, c[0]); f1 = Math.max(f1, c[1]); f2 = Math.max(f2, c[2]);
+      }
+      if (cov) {
+        r = Math.floor((3 * g + 2 * f0 + 2) / 5); gg = Math.floor((3 * g + 2 * f1 + 2) / 5);
+        b = Math.floor((3 * g + 2 * f2 + 2) / 5);
+      }
       for (const [m, c] of layers) if (edge(m, k, x, y)) { r = c[0]; gg = c[1]; b = c[2]; }
       const o = 4 * (y * ow + x0 + x);
       out[o] = r; out[o + 1] = gg; out[o + 2] = b; out[o + 3] = 255;
@@ -349,9 +377,11 @@ window.covsegViewer1 = window.covsegViewer1 || function (root) {
   let ticket = 0;
   function draw() {
     const i = +slider.value, my = ++ticket;
-    const showT = D.truth && ct.checked, showP = D.pred && cp.checked, side = D.truth && D.pred && mode.value === 'side';
+    const showT = D.truth && ct.checked, showP = D.pred && cp.checked;
+    const side = D.truth && D.pred && mode.value === 'side';
     const state = [i, win.value, showT, showP, side].join(',');
-    info.textContent = 'slice z = ' + D.z[i] + ' of 0-' + (D.nz - 1) + (D.step > 1 ? ' (every ' + D.step + ' slices embedded)' : '');
+    info.textContent = 'slice z = ' + D.z[i] + ' of 0-' + (D.nz - 1) +
+      (D.step > 1 ? ' (every ' + D.step + ' slices embedded)' : '');
     slice(i).then(s => {
       if (my !== ticket) return;
       const T = showT ? [[s.t, D.colors.truth]] : [], P = showP ? [[s.p, D.colors.pred]] : [];
@@ -385,15 +415,22 @@ def _html(self:SliceViewer, js:bool=True)->str:
     both = d['truth'] and d['pred']
     opts = ''.join(f'<option value="{k}">{k} W{w:g} L{l:g}</option>' for k, (w, l) in WINDOWS.items())
     ctl = [f'<select class="cv-window" aria-label="window">{opts}</select>']
-    if d['truth']: ctl.append('<label><input type="checkbox" class="cv-truth" checked> <span style="color:#d00">ground truth</span></label>')
-    if d['pred']: ctl.append('<label><input type="checkbox" class="cv-pred" checked> <span style="color:#080">prediction</span></label>')
-    if both: ctl.append('<select class="cv-mode" aria-label="display"><option value="side">side by side</option><option value="blend">blended</option></select>')
+    if d['truth']: ctl.append('<label><input type="checkbox" class="cv-truth" checked> '
+                              '<span style="color:#d00">ground truth</span></label>')
+    if d['pred']: ctl.append('<label><input type="checkbox" class="cv-pred" checked> '
+                             '<span style="color:#080">prediction</span></label>')
+    if both: ctl.append('<select class="cv-mode" aria-label="display"><option value="side">side by side</option>'
+                        '<option value="blend">blended</option></select>')
     caps = (f'<div class="cv-caps" style="display:none;gap:{d["gap"] * s}px;color:#555">'
-            f'<span style="width:{d["w"] * s}px">ground truth</span><span style="width:{d["w"] * s}px">prediction</span></div>')
-    return (f'<div class="covseg-viewer" id="{uid}" data-drawn="" style="font:13px/1.4 sans-serif;display:inline-block;margin:4px 8px 8px 0">'
-            f'<div class="cv-title"><b>{e(self.title)}</b> <span style="color:#777">({e(self.orientation_text)})</span></div>'
+            f'<span style="width:{d["w"] * s}px">ground truth</span>'
+            f'<span style="width:{d["w"] * s}px">prediction</span></div>')
+    return (f'<div class="covseg-viewer" id="{uid}" data-drawn="" '
+            f'style="font:13px/1.4 sans-serif;display:inline-block;margin:4px 8px 8px 0">'
+            f'<div class="cv-title"><b>{e(self.title)}</b> '
+            f'<span style="color:#777">({e(self.orientation_text)})</span></div>'
             f'<div><input type="range" class="cv-slider" min="0" max="{len(d["z"]) - 1}" step="1" value="{d["start"]}" '
-            f'style="width:{max(200, d["w"] * s)}px;vertical-align:middle" aria-label="slice"> <span class="cv-info"></span></div>'
+            f'style="width:{max(200, d["w"] * s)}px;vertical-align:middle" aria-label="slice"> '
+            f'<span class="cv-info"></span></div>'
             f'<div style="display:flex;gap:10px;align-items:center;flex-wrap:wrap">{"".join(ctl)}</div>'
             f'{caps}<canvas class="cv-canvas" width="{d["w"]}" height="{d["h"]}"></canvas>'
             f'<div class="cv-dice"></div><div class="cv-nojs" style="color:#a00">This viewer needs JavaScript '
@@ -404,6 +441,7 @@ def _html(self:SliceViewer, js:bool=True)->str:
 @patch
 def _repr_html_(self:SliceViewer)->str: return self._html()
 
+# %% ../nbs/31_viewer.ipynb #c051s
 def _page(body:str, title:str)->str:
     return (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title></head>'
             f'<body style="margin:16px">\n{body}\n</body></html>\n')
@@ -413,8 +451,20 @@ def save(self:SliceViewer, path, # .html file to write
          overwrite:bool=True, # replace an existing file
         )->Path:
     "Write the viewer as a standalone HTML page, atomically."
-    with atomic_path(path, overwrite=overwrite) as tmp: Path(tmp).write_text(_page(self._html(), self.title or 'covseg viewer'), encoding='utf-8')
+    with atomic_path(path, overwrite=overwrite) as tmp:
+        Path(tmp).write_text(_page(self._html(), self.title or 'covseg viewer'), encoding='utf-8')
     return Path(path)
+
+# %% ../nbs/31_viewer.ipynb #c052q
+PAGE_CSS = ("body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}\n"
+            "table{border-collapse:collapse;margin:.5em 0 1.2em;font-size:14px}"
+            "td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}\n"
+            "th:first-child,td:first-child{text-align:left}"
+            "caption{caption-side:top;text-align:left;font-weight:600;padding:4px 0}\n"
+            ".banner{background:#b00020;color:#fff;padding:10px 14px;font-weight:600;border-radius:4px}\n"
+            ".warn{background:#fff4ce;border:1px solid #e0b400;padding:8px 12px;border-radius:4px}\n"
+            ".fail{color:#b00020}.score{font-size:20px}img{max-width:100%}"
+            "footer{margin-top:2em;color:#555;font-size:13px}")
 
 # %% ../nbs/31_viewer.ipynb #c056
 def _batch(x, what:str, labels:bool)->list|None:
@@ -453,121 +503,24 @@ class ViewerGrid:
             lo, hi = HU_WINDOW
             ims = [(np.asarray(i, np.float32) + 1) / 2 * (hi - lo) + lo for i in ims]
         titles = titles or [f'item {i}' for i in range(n)]
-        return cls([SliceViewer(ims[i], None if ts is None else ts[i], None if ps is None else ps[i], titles[i], **kwargs) for i in range(n)],
-                   ncols, title)
+        pick = lambda b, i: None if b is None else b[i]
+        return cls([SliceViewer(ims[i], pick(ts, i), pick(ps, i), titles[i], **kwargs) for i in range(n)], ncols, title)
 
     def widget(self):
         "The viewers' widgets in a grid."
         import ipywidgets as W
-        grid = W.GridBox([v.widget() for v in self.viewers], layout=W.Layout(grid_template_columns=f"repeat({self.ncols}, max-content)", grid_gap='12px'))
+        layout = W.Layout(grid_template_columns=f"repeat({self.ncols}, max-content)", grid_gap='12px')
+        grid = W.GridBox([v.widget() for v in self.viewers], layout=layout)
         return W.VBox([W.HTML(f"<b>{html.escape(self.title)}</b>"), grid])
 
     def _repr_html_(self)->str:
         cells = ''.join(v._html(js=False) for v in self.viewers)
         return (f'<div class="covseg-grid"><div><b>{html.escape(self.title)}</b></div><script>{_JS}</script>'
-                f'<div style="display:grid;grid-template-columns:repeat({self.ncols},max-content);gap:12px;overflow-x:auto">{cells}</div></div>')
+                f'<div style="display:grid;grid-template-columns:repeat({self.ncols},max-content);gap:12px;'
+                f'overflow-x:auto">{cells}</div></div>')
 
     def save(self, path, overwrite:bool=True)->Path:
         "Write the grid as a standalone HTML page, atomically."
-        with atomic_path(path, overwrite=overwrite) as tmp: Path(tmp).write_text(_page(self._repr_html_(), self.title or 'covseg viewers'), encoding='utf-8')
+        with atomic_path(path, overwrite=overwrite) as tmp:
+            Path(tmp).write_text(_page(self._repr_html_(), self.title or 'covseg viewers'), encoding='utf-8')
         return Path(path)
-
-# %% ../nbs/31_viewer.ipynb #c061
-@contextlib.contextmanager
-def chromium_driver(width:int=1400, height:int=1000):
-    "A headless Chromium selenium driver that keeps the browser's console log, in a temporary profile removed afterwards."
-    try:
-        from selenium import webdriver
-        from selenium.webdriver.chrome.service import Service
-    except ImportError: raise RuntimeError("selenium is needed for browser checks: pip install selenium (it is in covseg's dev extra)") from None
-    browser = shutil.which('chromium') or shutil.which('chromium-browser') or shutil.which('google-chrome')
-    driver = shutil.which('chromedriver')
-    if not (browser and driver):
-        raise RuntimeError("headless Chromium and chromedriver are needed for browser checks: run `make browser` "
-                           "(Debian: apt-get install chromium chromium-driver)")
-    work = Path(tempfile.mkdtemp(prefix='covseg-chromium-'))
-    o = webdriver.ChromeOptions(); o.binary_location = browser
-    for a in ('--headless=new', '--no-sandbox', '--disable-gpu', '--disable-dev-shm-usage', '--force-device-scale-factor=1',
-              f'--window-size={width},{height}', f'--user-data-dir={work/"profile"}'):
-        o.add_argument(a)
-    o.set_capability('goog:loggingPrefs', {'browser': 'ALL'})
-    try:
-        d = webdriver.Chrome(service=Service(driver, env={**os.environ, 'TMPDIR': str(work)}), options=o)
-        try: yield d
-        finally: d.quit()
-    finally: shutil.rmtree(work, ignore_errors=True)
-
-def _shot(el)->np.ndarray: return np.asarray(Image.open(io.BytesIO(el.screenshot_as_png)).convert('RGB'))
-
-def _canvas_pixels(driver, canvas)->np.ndarray:
-    uri = driver.execute_script("return arguments[0].toDataURL('image/png')", canvas)
-    return np.asarray(Image.open(io.BytesIO(base64.b64decode(uri.split(',', 1)[1]))).convert('RGB'))
-
-def _act(driver, el, name:str):
-    "Work control `name` of a viewer the way a user would."
-    from selenium.webdriver.common.keys import Keys
-    from selenium.webdriver.support.ui import Select
-    if name == 'slider': el.send_keys(Keys.ARROW_LEFT if el.get_attribute('value') == el.get_attribute('max') else Keys.ARROW_RIGHT)
-    elif name in ('truth', 'pred'): el.click()
-    elif name == 'window': Select(el).select_by_value('mediastinum')
-    elif name == 'mode': Select(el).select_by_value('blend')
-    else: raise ValueError(f"unknown control {name!r}")
-
-_STATES = "return Array.from(document.querySelectorAll('.covseg-viewer')).map(r => r.dataset.drawn)"
-
-def check_in_browser(paths, # an HTML page with covseg viewers, or a list of pages
-                     min_viewers:int=1, # fail if a page has fewer
-                     controls=('slider', 'truth', 'window', 'mode'), # controls to work, in order, where a viewer has them
-                     timeout:float=20., # seconds to wait for a frame
-                    )->dict: # viewers, actions done, first frames (RGB arrays), console messages, seconds
-    "Work the controls of every viewer on the pages in headless Chromium; fail unless each changes its picture (and no other) and the console is free of errors."
-    from selenium.webdriver.common.by import By
-    from selenium.webdriver.support.ui import WebDriverWait
-    paths = [paths] if isinstance(paths, (str, Path)) else list(paths)
-    t0, done, first, console, n = time.time(), [], [], [], 0
-    with chromium_driver() as driver:
-        for path in paths:
-            driver.get(Path(path).resolve().as_uri())
-            roots = driver.find_elements(By.CSS_SELECTOR, '.covseg-viewer')
-            if len(roots) < min_viewers: raise AssertionError(f"{path}: {len(roots)} covseg viewer(s) on the page, expected at least {min_viewers}")
-            ids = [r.get_attribute('id') for r in roots]
-            if len(set(ids)) != len(ids): raise AssertionError(f"{path}: viewer ids are not unique: {ids}")
-            def wait(ok, what):
-                try: return WebDriverWait(driver, timeout, poll_frequency=0.02).until(lambda d: (lambda st: st if ok(st) else None)(d.execute_script(_STATES)))
-                except Exception: raise AssertionError(f"{path}: {what} within {timeout} s (viewer states {driver.execute_script(_STATES)})") from None
-            state = wait(lambda st: all(st), 'not every viewer drew its first frame')
-            for j, root in enumerate(roots):
-                driver.execute_script("arguments[0].scrollIntoView()", root)
-                canvas = root.find_element(By.CSS_SELECTOR, '.cv-canvas')
-                first.append(_canvas_pixels(driver, canvas)); before = _shot(canvas)
-                for name in controls:
-                    els = root.find_elements(By.CSS_SELECTOR, f'.cv-{name}')
-                    if not els: continue
-                    _act(driver, els[0], name)
-                    new = wait(lambda st: st[j] != state[j], f"viewer {ids[j]} drew no new frame after '{name}'")
-                    if [s for k, s in enumerate(new) if k != j] != [s for k, s in enumerate(state) if k != j]:
-                        raise AssertionError(f"{path}: '{name}' on viewer {ids[j]} changed another viewer")
-                    after = _shot(canvas)
-                    if before.shape == after.shape and np.array_equal(before, after):
-                        raise AssertionError(f"{path}: viewer {ids[j]}: the picture did not change after '{name}' (state {new[j]})")
-                    done.append(name); before, state = after, new
-            n += len(roots)
-            log = driver.get_log('browser'); console += [e['message'] for e in log]
-            errors = [e['message'] for e in log if e['level'] == 'SEVERE' and e.get('source') != 'network']
-            if errors: raise AssertionError(f"{path}: JavaScript errors in the console: {errors}")
-    return dict(viewers=n, actions=done, first=first, console=console, seconds=time.time() - t0)
-
-# %% ../nbs/31_viewer.ipynb #c063
-def _decode(uri:str)->np.ndarray: return np.asarray(Image.open(io.BytesIO(base64.b64decode(uri.split(',', 1)[1]))).convert('RGB'))
-
-def html_frame(payload:dict, # a viewer's `_payload()`
-               i:int, # index into the embedded slices
-               window:str='lung', show_truth:bool=True, show_pred:bool=True, mode:str='side',
-              )->np.ndarray: # uint8 RGB
-    "What the HTML viewer draws for embedded slice `i`, computed in Python from the embedded images."
-    code = _decode(payload['ct'][i])[..., 0]
-    m = _decode(payload['mask'][i]) if payload['mask'][i] else np.zeros(code.shape + (3,), np.uint8)
-    t = m[..., 0] > 127 if payload['truth'] else None
-    p = m[..., 1] > 127 if payload['pred'] else None
-    grey = np.asarray(payload['luts'][window], np.uint8)[code]
-    return _join([compose(grey, L) for L in _panels(t, p, show_truth, show_pred, mode)])

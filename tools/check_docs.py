@@ -105,7 +105,7 @@ def main():
             elif VIEWER_NB not in viewers: failures.append(f"_proc/{VIEWER_NB} holds no HTML viewer output: its `#| exec_doc` cells did not display one")
             t2 = time.time()
             if viewers:
-                from covseg.viewer import check_in_browser
+                from browser import check_in_browser     # tools/browser.py: this script's folder is on sys.path
                 for name, n in viewers.items():
                     page = out/Path(name).with_suffix('.html').name
                     if not page.exists(): continue
