@@ -14,7 +14,7 @@ from typing import Union, get_args, get_origin, get_type_hints
 import pandas as pd
 from .io import CovsegInputError
 from .synth import synthesize, SIZES
-from .cache import parse_grid, grid_name, PAPER_GRIDS
+from .cache import MANIFEST, parse_grid, grid_name, PAPER_GRIDS
 from .preprocess import prepare, summary
 from .run import RunDir
 from .datasets import INFECTIOUS
@@ -43,38 +43,48 @@ def _datasets(s:str)->tuple:
 
 def build_parser()->argparse.ArgumentParser:
     "The argument parser of `covseg`."
-    p = argparse.ArgumentParser(prog='covseg', description='COVID-19 infiltrate segmentation in chest CT (Bressem et al. 2021, reproduced).')
+    p = argparse.ArgumentParser(
+        prog='covseg', description='COVID-19 infiltrate segmentation in chest CT (Bressem et al. 2021, reproduced).')
     sub = p.add_subparsers(dest='command', required=True)
     s = sub.add_parser('synth', help='write synthetic Coronacases, MosMed and RICORD datasets in their real layouts')
     s.add_argument('out', type=Path, help='output folder (gets coronacases/, mosmed/, ricord/)')
     s.add_argument('--cases', type=int, default=4, help='cases per dataset')
     s.add_argument('--ricord-cases', type=int, default=None, help='RICORD (training) studies, if not --cases')
-    s.add_argument('--lesion-mm', type=_range, default=None, help="range of the infiltrates' radii in mm, LO-HI (default: the phantom's 5-40)")
+    s.add_argument('--lesion-mm', type=_range, default=None,
+                   help="range of the infiltrates' radii in mm, LO-HI (default: the phantom's 5-40)")
     s.add_argument('--seed', type=int, default=0)
     s.add_argument('--size', type=_size, default='small', help="'small' (CPU demo), 'full' (512x512 slices) or ZxYxX")
-    s.add_argument('--lesions', type=_range, default=None, help="infiltrates per phantom, LO-HI (e.g. 6-10; default: the phantom's own 1-8)")
+    s.add_argument('--lesions', type=_range, default=None,
+                   help="infiltrates per phantom, LO-HI (e.g. 6-10; default: the phantom's own 1-8)")
     d = sub.add_parser('download', help="fetch the paper's datasets into DATA_ROOT: RICORD 1a from IDC, "
                                         "Coronacases from Zenodo, MosMedData from an archive you fetched")
-    d.add_argument('data_root', type=Path, help='folder to fill with ricord/, coronacases/, mosmed/ (as `prepare` reads)')
+    d.add_argument('data_root', type=Path,
+                   help='folder to fill with ricord/, coronacases/, mosmed/ (as `prepare` reads)')
     d.add_argument('--only', type=_datasets, default=tuple(SOURCES),
                    help='some of ricord,coronacases,mosmed (comma separated; default: all)')
     d.add_argument('--yes', action='store_true',
                    help='accept the licences and citations shown (otherwise asked on a terminal, refused elsewhere)')
-    d.add_argument('--all-series', action='store_true', help="all 229 RICORD series (11.7 GB), not only the annotated ones")
+    d.add_argument('--all-series', action='store_true',
+                   help="all 229 RICORD series (11.7 GB), not only the annotated ones")
     d.add_argument('--ricord-annotations', help="the MD.ai annotation export, a file or an address (default: TCIA's)")
-    d.add_argument('--mosmed-archive', help='the COVID19_1110 archive you fetched: zip, unpacked folder or http(s) address')
+    d.add_argument('--mosmed-archive',
+                   help='the COVID19_1110 archive you fetched: zip, unpacked folder or http(s) address')
     d.add_argument('--mosmed-sha256', help="the archive's SHA-256, checked when it is fetched from an address")
     d.add_argument('--zenodo', default=ZENODO, help='Zenodo (or a mirror of its API and files)')
     q = sub.add_parser('prepare', help='convert, cache and split the datasets; write CACHE/manifest.csv')
     q.add_argument('data_root', type=Path, nargs='?', help='folder holding any of coronacases/, mosmed/, ricord/')
     q.add_argument('cache', type=Path, help='cache folder')
-    for k in ('ricord', 'coronacases', 'mosmed'): q.add_argument(f'--{k}', type=Path, help=f'{k} folder elsewhere than DATA_ROOT/{k}')
-    q.add_argument('--ricord-annotations', type=Path, help='the MD.ai JSON export (default: the one *.json under the RICORD folder)')
-    q.add_argument('--grids', default=','.join(map(grid_name, PAPER_GRIDS)), help='training grids ZxYxX, comma separated')
+    for k in ('ricord', 'coronacases', 'mosmed'):
+        q.add_argument(f'--{k}', type=Path, help=f'{k} folder elsewhere than DATA_ROOT/{k}')
+    q.add_argument('--ricord-annotations', type=Path,
+                   help='the MD.ai JSON export (default: the one *.json under the RICORD folder)')
+    q.add_argument('--grids', default=','.join(map(grid_name, PAPER_GRIDS)),
+                   help='training grids ZxYxX, comma separated')
     q.add_argument('--labels', nargs='+', default=list(INFECTIOUS), help='RICORD label names that count as infiltrate')
     q.add_argument('--tune-frac', type=float, default=0.15, help='RICORD share for tuning (split by patient)')
     q.add_argument('--seed', type=int, default=42, help='seed of the RICORD split')
-    q.add_argument('--include-radiopaedia', action='store_true', help='also use the windowed Radiopaedia cases (the paper does not)')
+    q.add_argument('--include-radiopaedia', action='store_true',
+                   help='also use the windowed Radiopaedia cases (the paper does not)')
     q.add_argument('--resplit', action='store_true', help='draw a new RICORD split instead of reusing CACHE/split.csv')
     q.add_argument('--force', action='store_true', help='rebuild cache entries even when valid')
     t = sub.add_parser('train', help="train the paper's two stages (or one) from a prepared cache")
@@ -83,29 +93,39 @@ def build_parser()->argparse.ArgumentParser:
     t.add_argument('--stage', choices=['1', '2', 'both'], default='both')
     t.add_argument('--profile', choices=['paper', 'demo', 'smoke'], default='paper')
     t.add_argument('--resume', action='store_true', help='continue a run that was stopped (same settings)')
-    t.add_argument('--weights', type=Path, help="local r3d_18 Kinetics-400 weights file (torchvision's r3d_18-b3b3357e.pth) instead of downloading")
+    t.add_argument('--weights', type=Path,
+                   help="local r3d_18 Kinetics-400 weights file (torchvision's r3d_18-b3b3357e.pth) "
+                        "instead of downloading")
     t.add_argument('--device', default=None, help="'cuda', 'cpu', ... (default: a GPU if there is one)")
     t.add_argument('--set', nargs='+', action='extend', default=[], metavar='KEY=VALUE',
-                   help="override settings of the profile, e.g. --set stage1.lr=2e-3 stage1.epochs=60 seed=3 aug.p_flip=0 stage2.grid=16x64x64 "
-                        "(KEY: a field such as seed, stageN.FIELD or aug.NAME; saved in RUN_DIR/config.json); put it after CACHE RUN_DIR")
-    r = sub.add_parser('predict', help='segment a study (or a folder of studies); masks as NIfTI on their grid, DICOM SEG for DICOM input')
+                   help="override settings of the profile, e.g. --set stage1.lr=2e-3 stage1.epochs=60 seed=3 "
+                        "aug.p_flip=0 stage2.grid=16x64x64 (KEY: a field such as seed, stageN.FIELD or aug.NAME; "
+                        "saved in RUN_DIR/config.json); put it after CACHE RUN_DIR")
+    r = sub.add_parser('predict', help='segment a study (or a folder of studies); masks as NIfTI on their grid, '
+                                       'DICOM SEG for DICOM input')
     r.add_argument('model', type=Path, help='a training run folder, one of its stage folders, or its stage2/best.pth')
-    r.add_argument('input', type=Path, help='a NIfTI file, a DICOM series or study folder; or a folder of such studies (batch)')
+    r.add_argument('input', type=Path,
+                   help='a NIfTI file, a DICOM series or study folder; or a folder of such studies (batch)')
     r.add_argument('output', type=Path, help='the mask file to write (.nii.gz) for one study; a folder for a batch')
-    r.add_argument('--report', action='store_true', help='also lung masks and the severity report (JSON + HTML; one CSV row per study in a batch)')
+    r.add_argument('--report', action='store_true',
+                   help='also lung masks and the severity report (JSON + HTML; one CSV row per study in a batch)')
     r.add_argument('--no-seg', action='store_true', help='no DICOM SEG for DICOM input')
-    r.add_argument('--mode', choices=['paper', 'sliding'], default='paper', help="'paper': whole volume resized as trained; 'sliding': patches at the training spacing")
+    r.add_argument('--mode', choices=['paper', 'sliding'], default='paper',
+                   help="'paper': whole volume resized as trained; 'sliding': patches at the training spacing")
     r.add_argument('--tta', action='store_true', help='average over flipped copies (test-time augmentation)')
     r.add_argument('--overwrite', action='store_true', help='replace OUTPUT if it exists')
     r.add_argument('--device', default=None)
-    e = sub.add_parser('evaluate', help="score a run on the tuning and hold-out sets (Dice, NSD); write RUN_DIR/eval/cases.csv and tables.md")
+    e = sub.add_parser('evaluate', help="score a run on the tuning and hold-out sets (Dice, NSD); "
+                                        "write RUN_DIR/eval/cases.csv and tables.md")
     e.add_argument('run_dir', type=Path)
     e.add_argument('--mode', choices=['paper', 'sliding', 'both'], default='paper')
     e.add_argument('--tta', action='store_true')
-    e.add_argument('--cache', type=Path, help="the prepared cache (default: the one the run was trained on, from RUN_DIR/data.json)")
+    e.add_argument('--cache', type=Path,
+                   help="the prepared cache (default: the one the run was trained on, from RUN_DIR/data.json)")
     e.add_argument('--device', default=None)
     e.add_argument('--report', action='store_true', help='also write RUN_DIR/report.html (like `covseg report`)')
-    o = sub.add_parser('report', help='write RUN_DIR/report.html (one self-contained page) and report.md from an evaluated run')
+    o = sub.add_parser('report', help='write RUN_DIR/report.html (one self-contained page) and report.md '
+                                      'from an evaluated run')
     o.add_argument('run_dir', type=Path)
     return p
 
@@ -134,8 +154,9 @@ def main(argv=None)->int:
             man, fails = prepare(a.data_root, a.cache, a.coronacases, a.mosmed, a.ricord, a.ricord_annotations,
                                  [parse_grid(g) for g in a.grids.split(',')], tuple(a.labels), a.tune_frac, a.seed,
                                  a.include_radiopaedia, a.resplit, a.force)
-            with pd.option_context('display.width', 160, 'display.max_columns', 20): print(summary(man).to_string() if len(man) else 'no case prepared')
-            print(f"manifest: {Path(a.cache)/'manifest.csv'} ({len(man)} cases)")
+            with pd.option_context('display.width', 160, 'display.max_columns', 20):
+                print(summary(man).to_string() if len(man) else 'no case prepared')
+            print(f"manifest: {Path(a.cache)/MANIFEST} ({len(man)} cases)")
             if fails:
                 print(f"\n{len(fails)} failure(s) (also in {Path(a.cache)/'failures.csv'}):", file=sys.stderr)
                 for f in fails: print(f"  {f}", file=sys.stderr)
@@ -144,14 +165,16 @@ def main(argv=None)->int:
         if a.command == 'train':
             from covseg.train import get_config, train
             kw = dict(weights=str(a.weights)) if a.weights else {}
-            cfg = apply_overrides(get_config(a.profile, **kw), a.set)   # a bad --set stops here, before anything is written
+            # a bad --set stops here, before anything is written
+            cfg = apply_overrides(get_config(a.profile, **kw), a.set)
             stages = (1, 2) if a.stage == 'both' else (int(a.stage),)
             res = train(cfg, a.cache, a.run_dir, stages, a.resume, a.device)
             from covseg.distributed import is_main
             for r in (res if is_main() else []):          # under torchrun only rank 0 reports
                 tag = ' (SYNTHETIC data: not a result of the paper)' if r['synthetic'] else ''
                 curves = RunDir(a.run_dir).curves(r['stage'])
-                print(f"stage {r['stage']}: {r['epochs']} epochs, best tuning Dice {r['best_dice']:.3f} at epoch {r['best_epoch']}{tag}; curves: {curves}")
+                print(f"stage {r['stage']}: {r['epochs']} epochs, best tuning Dice {r['best_dice']:.3f} at epoch "
+                      f"{r['best_epoch']}{tag}; curves: {curves}")
             return 0
         if a.command == 'predict':
             from covseg.infer import Predictor
@@ -178,7 +201,9 @@ def main(argv=None)->int:
                 for f in fails: print(f"  failed ({m} mode): {f}", file=sys.stderr)
             from covseg.evaluate import evaluate_lungs
             lungs = evaluate_lungs(a.run_dir, 'paper' if a.mode != 'sliding' else 'sliding', cache=a.cache)
-            if len(lungs): print(f"lung masks vs the shipped ones (mean Dice left/right): {lungs.dice_left.mean():.3f} / {lungs.dice_right.mean():.3f}")
+            if len(lungs):
+                print(f"lung masks vs the shipped ones (mean Dice left/right): {lungs.dice_left.mean():.3f} / "
+                      f"{lungs.dice_right.mean():.3f}")
             run = RunDir(a.run_dir); cases = run.cases()
             tag = ' (SYNTHETIC data: not results of the paper)' if cases.synthetic.any() else ''
             print(f"mean per dataset{tag}:\n{mode_comparison(cases).to_string()}")
@@ -213,7 +238,8 @@ def _keys(o, prefix:str='')->list:
             for k, v in _children(o).items() if prefix or k != 'profile']
 
 def _hints(o)->dict:
-    "The evaluated annotations of dataclass `o` (none for a dict, or if they cannot be evaluated: the current values' types count)."
+    ("The evaluated annotations of dataclass `o` (none for a dict, or if they cannot be evaluated: the current "
+     "values' types count).")
     try: return get_type_hints(type(o)) if is_dataclass(o) else {}
     except Exception: return {}
 
@@ -222,8 +248,10 @@ def _expect(tp, cur)->str:
     if get_origin(tp) in (Union, UnionType):
         return ' or '.join(_expect(a, cur) if a is not type(None) else 'none' for a in get_args(tp))
     if tp is tuple or get_origin(tp) is tuple:
-        return f"{len(cur)} {type(cur[0]).__name__}s such as {'x'.join(map(str, cur))} or {','.join(map(str, cur))}" if isinstance(cur, tuple) and cur else 'a tuple'
-    return {bool: 'a bool (true/false, yes/no, 1/0)', int: 'an int', float: 'a finite float', str: 'a str'}.get(tp, getattr(tp, '__name__', str(tp)))
+        return (f"{len(cur)} {type(cur[0]).__name__}s such as {'x'.join(map(str, cur))} or {','.join(map(str, cur))}"
+                if isinstance(cur, tuple) and cur else 'a tuple')
+    return {bool: 'a bool (true/false, yes/no, 1/0)', int: 'an int', float: 'a finite float',
+            str: 'a str'}.get(tp, getattr(tp, '__name__', str(tp)))
 
 def _parse(s:str, tp, cur):
     "String `s` as a value of type `tp` (`cur`: the current value, for tuples); ValueError if it is not one."
@@ -255,15 +283,20 @@ def _parse(s:str, tp, cur):
     raise ValueError(f"{_expect(tp, cur)}, which cannot be set from the command line")
 
 def _set(o, path:list, raw:str, err, done:str=''):
-    "A copy of config level `o` with the setting at `path` (key parts) set from string `raw`; `err(msg)` makes the error."
+    ("A copy of config level `o` with the setting at `path` (key parts) set from string `raw`; `err(msg)` makes the "
+     "error.")
     kids, name = _children(o), path[0]
     key = done + name
     if name not in kids: raise err(f"unknown key {done + '.'.join(path)!r}; valid keys: {', '.join(_keys(o, done))}")
     cur = kids[name]
     if len(path) > 1:
-        if not _is_group(cur): raise err(f"unknown key {done + '.'.join(path)!r} ({key!r} has no sub-keys); valid keys: {', '.join(_keys(o, done))}")
+        if not _is_group(cur):
+            raise err(f"unknown key {done + '.'.join(path)!r} ({key!r} has no sub-keys); valid keys: "
+                      f"{', '.join(_keys(o, done))}")
         v = _set(cur, path[1:], raw, err, key + '.')
-    elif _is_group(cur): raise err(f"{key!r} is a group of settings: set its keys one by one, valid keys: {', '.join(_keys(cur, key + '.'))}")
+    elif _is_group(cur):
+        raise err(f"{key!r} is a group of settings: set its keys one by one, valid keys: "
+                  f"{', '.join(_keys(cur, key + '.'))}")
     else:
         tp = _hints(o).get(name, type(cur))
         try: v = _parse(raw, tp, cur)
@@ -271,10 +304,13 @@ def _set(o, path:list, raw:str, err, done:str=''):
     try: return replace(o, **{name: v}) if is_dataclass(o) else {**o, name: v}
     except (TypeError, ValueError) as e: raise err(str(e)) from None
 
-def apply_overrides(cfg, # the training config (a `TrainConfig`, e.g. from `get_config`); not modified
-                    pairs:list[str]|None, # `KEY=VALUE` strings: KEY a field (`seed`), a stage's field (`stage1.lr`) or an augmentation (`aug.p_flip`)
-                   ):
-    "A copy of `cfg` (a `TrainConfig`) with the `KEY=VALUE` overrides in `pairs` applied in order, each value parsed by its field's type."
+def apply_overrides(
+    cfg, # the training config (a `TrainConfig`, e.g. from `get_config`); not modified
+    # `KEY=VALUE` strings: KEY a field (`seed`), a stage's field (`stage1.lr`) or an augmentation (`aug.p_flip`)
+    pairs:list[str]|None,
+):
+    ("A copy of `cfg` (a `TrainConfig`) with the `KEY=VALUE` overrides in `pairs` applied in order, each value parsed "
+     "by its field's type.")
     for pair in pairs or []:
         key, eq, raw = pair.partition('=')
         err = lambda msg: ConfigOverrideError(f"--set {pair}: {msg}")

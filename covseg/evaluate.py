@@ -43,10 +43,12 @@ def eval_cases(cache, splits:dict=EVAL_SPLITS)->pd.DataFrame:
     rows = man[keep & man['mask'].notna()].copy()
     for k in ('image', 'mask'): rows[k] = [str(resolve(p, cache)) for p in rows[k]]
     order = {d: i for i, d in enumerate(dataset_order(rows.dataset))}
-    return rows.sort_values(['dataset', 'case_id'], key=lambda s: s.map(order) if s.name == 'dataset' else s).reset_index(drop=True)
+    return rows.sort_values(['dataset', 'case_id'],
+                            key=lambda s: s.map(order) if s.name == 'dataset' else s).reset_index(drop=True)
 
 # %% ../nbs/33_evaluate.ipynb #c011
-def evaluate_case(predictor:Predictor, row, mode:str='paper', tta:bool=False, out_dir=None, tolerance_mm:float=3.)->dict:
+def evaluate_case(predictor:Predictor, row, mode:str='paper', tta:bool=False, out_dir=None,
+                  tolerance_mm:float=3.)->dict:
     "Predict manifest `row`'s study, score it against its mask, write the mask under `out_dir`; return the result row."
     t0 = time.perf_counter()
     img, gt = read_image(row['image']), read_image(row['mask'])
@@ -54,7 +56,8 @@ def evaluate_case(predictor:Predictor, row, mode:str='paper', tta:bool=False, ou
     pred = predict(predictor, img, mode=mode, tta=tta)
     m = case_metrics(pred.array > 0, gt.array > 0, img.spacing, tolerance_mm)
     if out_dir is not None: write_image(pred, Path(out_dir)/row['dataset']/f"{row['case_id']}.nii.gz", like=img)
-    return dict(dataset=row['dataset'], case_id=row['case_id'], mode=mode, tta=tta, **m, seconds=round(time.perf_counter() - t0, 2))
+    return dict(dataset=row['dataset'], case_id=row['case_id'], mode=mode, tta=tta, **m,
+                seconds=round(time.perf_counter() - t0, 2))
 
 # %% ../nbs/33_evaluate.ipynb #c013
 def _merge_csv(path:Path, new:pd.DataFrame, mode:str):
@@ -66,7 +69,8 @@ def _merge_csv(path:Path, new:pd.DataFrame, mode:str):
 
 def evaluate(run_dir, mode:str='paper', tta:bool=False, cache=None, device=None, predictor:Predictor|None=None,
              quiet:bool=False, tolerance_mm:float=3.)->tuple:
-    "Score every tuning and hold-out case of `run_dir` in `mode`; write `eval/cases.csv`; return (cases of this mode, failures)."
+    ("Score every tuning and hold-out case of `run_dir` in `mode`; write `eval/cases.csv`; return (cases of this "
+     "mode, failures).")
     run = RunDir(run_dir)
     if mode not in ('paper', 'sliding'): raise ValueError(f"mode must be 'paper' or 'sliding', not {mode!r}")
     run.config(); data = run.data()                  # a run that trained: both records there and readable
@@ -81,7 +85,8 @@ def evaluate(run_dir, mode:str='paper', tta:bool=False, cache=None, device=None,
     res['synthetic'] = bool(data.synthetic)
     run.eval_dir.mkdir(exist_ok=True)
     _merge_csv(run.cases_csv, res, mode)
-    f = pd.DataFrame([dict(mode=mode, **vars(x)) for x in fails], columns=['mode', 'dataset', 'case_id', 'path', 'problem'])
+    f = pd.DataFrame([dict(mode=mode, **vars(x)) for x in fails],
+                     columns=['mode', 'dataset', 'case_id', 'path', 'problem'])
     _merge_csv(run.failures_csv, f, mode)
     return res, fails
 
@@ -99,12 +104,16 @@ def tables_markdown(cases:pd.DataFrame, synthetic:bool)->str:
     for mode in [m for m in ('paper', 'sliding') if m in set(cases['mode'])]:
         c = cases[cases['mode'] == mode]
         out += [f"### {mode} mode{tag}", '',
-                markdown_table(paper_table(c, 'dice', synthetic), f"Table 1: volumetric Dice, covseg ({mode} mode) and the paper"), '',
-                markdown_table(paper_table(c, 'nsd', synthetic), f"Table 2: normalised surface Dice (3 mm), covseg ({mode} mode) and the paper"), '',
-                markdown_table(micro_dice(c).round(3).to_frame('micro Dice').rename_axis('dataset'), f"Micro-averaged Dice ({mode} mode)"), '']
+                markdown_table(paper_table(c, 'dice', synthetic),
+                               f"Table 1: volumetric Dice, covseg ({mode} mode) and the paper"), '',
+                markdown_table(paper_table(c, 'nsd', synthetic),
+                               f"Table 2: normalised surface Dice (3 mm), covseg ({mode} mode) and the paper"), '',
+                markdown_table(micro_dice(c).round(3).to_frame('micro Dice').rename_axis('dataset'),
+                               f"Micro-averaged Dice ({mode} mode)"), '']
     if cases['mode'].nunique() > 1:
         out += [markdown_table(mode_comparison(cases), f"Inference modes compared (mean per dataset){tag}"), '']
-    out += [markdown_table(PAPER_TABLE3, "Table 3 of the paper: published results of previous studies (their numbers, reproduced as context)"), '']
+    out += [markdown_table(PAPER_TABLE3, "Table 3 of the paper: published results of previous studies "
+                                         "(their numbers, reproduced as context)"), '']
     return '\n'.join(out)
 
 def write_tables(run_dir)->Path:
@@ -123,18 +132,23 @@ def plot_cases(cases:pd.DataFrame, metric:str='dice', ax=None, synthetic:bool|No
     for i, d in enumerate(dataset_order(cases.dataset)):
         for mode, mk in (('paper', 'o'), ('sliding', 'x')):
             c = cases[(cases.dataset == d) & (cases['mode'] == mode)]
-            if len(c): ax.scatter(c.gt_ml.clip(lower=1e-2), c[metric], marker=mk, color=f'C{i}', label=f'{d} ({mode})', s=22)
-    ax.set_xscale('log'); ax.set_xlabel('reference infiltrate volume (mL)'); ax.set_ylabel(metric); ax.set_ylim(-.02, 1.02)
+            if len(c):
+                ax.scatter(c.gt_ml.clip(lower=1e-2), c[metric], marker=mk, color=f'C{i}', label=f'{d} ({mode})', s=22)
+    ax.set_xscale('log'); ax.set_xlabel('reference infiltrate volume (mL)'); ax.set_ylabel(metric)
+    ax.set_ylim(-.02, 1.02)
     syn = bool(cases.synthetic.any()) if synthetic is None and 'synthetic' in cases else bool(synthetic)
     ax.set_title(f'{metric} per case' + (' (SYNTHETIC data)' if syn else ''), fontsize=9); ax.legend(fontsize=7)
     return ax
 
 # %% ../nbs/33_evaluate.ipynb #c027
 def lung_agreement(image:Volume, reference:Volume, infiltrate=None, tolerance_mm:float=1.)->dict:
-    "Dice and NSD per lung of covseg's lung mask (with `infiltrate` added) against a reference lung mask with labels 1 and 2."
+    ("Dice and NSD per lung of covseg's lung mask (with `infiltrate` added) against a reference lung mask with labels "
+     "1 and 2.")
     ours, ref = lung_mask(image, infiltrate=infiltrate).array, reference.array
-    x = {k: float(reference.geometry.index_to_physical(np.argwhere(ref == k).mean(0))[0]) if (ref == k).any() else np.nan for k in (1, 2)}
-    if not np.isfinite(list(x.values())).all(): raise CovsegInputError(reference.path, "needs both lung labels, 1 and 2")
+    x = {k: float(reference.geometry.index_to_physical(np.argwhere(ref == k).mean(0))[0])
+            if (ref == k).any() else np.nan for k in (1, 2)}
+    if not np.isfinite(list(x.values())).all():
+        raise CovsegInputError(reference.path, "needs both lung labels, 1 and 2")
     left = 1 if x[1] > x[2] else 2                     # LPS: +x is the patient's left
     out = dict(reference_left_label=left)
     for side, o, r in (('left', 1, left), ('right', 2, 3 - left)):
@@ -153,10 +167,12 @@ def evaluate_lungs(run_dir, mode:str='paper', use_prediction:bool=True, cache=No
     rows = []
     for _, r in cases.iterrows():
         img = read_image(r['image'])
-        inf = read_image(run.masks_dir(mode)/r['dataset']/f"{r['case_id']}.nii.gz").array > 0 if use_prediction else None
+        inf = (read_image(run.masks_dir(mode)/r['dataset']/f"{r['case_id']}.nii.gz").array > 0
+               if use_prediction else None)
         rows.append(dict(dataset=r['dataset'], case_id=r['case_id'], mode=mode, with_prediction=use_prediction,
                          **lung_agreement(img, read_image(resolve(r['lung_mask'], cache)), inf)))
-    df = pd.DataFrame(rows, columns=None if rows else ['dataset', 'case_id', 'mode', 'dice_left', 'dice_right', 'nsd_left', 'nsd_right'])
+    df = pd.DataFrame(rows, columns=None if rows else ['dataset', 'case_id', 'mode', 'dice_left', 'dice_right',
+                                                       'nsd_left', 'nsd_right'])
     df['synthetic'] = bool(data.synthetic)
     run.eval_dir.mkdir(exist_ok=True)
     with atomic_path(run.lungs_csv) as t: df.to_csv(t, index=False)

@@ -12,7 +12,8 @@ import numpy as np
 import torch
 from torch import nn
 from fastcore.basics import patch
-from .io import CovsegInputError, Volume, read_image, write_image, progress, is_image_file, NIFTI_SUFFIXES, check_ct
+from .io import (CovsegInputError, Volume, read_image, write_image, progress, is_image_file, NIFTI_SUFFIXES,
+                       check_ct)
 from .transforms import model_input, to_study_grid, grid_at_spacing, orientation_note, normalise_hu, AIR_LEVEL
 from .model import R3DUNet, read_state_dict, state_mismatch
 from .run import locate
@@ -26,12 +27,17 @@ def _default_device()->torch.device: return torch.device('cuda' if torch.cuda.is
 
 class Predictor:
     "A segmentation network in eval mode on `device`, with the grid (z, y, x) and voxel spacing (mm) it was trained at."
-    def __init__(self, model:nn.Module, # maps (B, 1, D, H, W) normalised HU to (B, C, D, H, W) logits (C = 1: sigmoid; C >= 2: softmax, class 1)
-                 grid,                  # whole-volume grid (z, y, x) of the training stage: paper mode's size, sliding mode's patch
-                 spacing=None,          # voxel spacing (z, y, x) in mm the model learnt at (sliding mode); None: unknown
-                 device=None):          # torch device; None: CUDA if available, else CPU
+    def __init__(
+        self,
+        # maps (B, 1, D, H, W) normalised HU to (B, C, D, H, W) logits (C = 1: sigmoid; C >= 2: softmax, class 1)
+        model:nn.Module,
+        grid,           # whole-volume grid (z, y, x) of the training stage: paper mode's size, sliding mode's patch
+        spacing=None,   # voxel spacing (z, y, x) in mm the model learnt at (sliding mode); None: unknown
+        device=None,    # torch device; None: CUDA if available, else CPU
+    ):
         self.grid = tuple(int(g) for g in grid)
-        if len(self.grid) != 3 or min(self.grid) < 1: raise ValueError(f"grid must be 3 positive sizes (z, y, x), got {grid}")
+        if len(self.grid) != 3 or min(self.grid) < 1:
+            raise ValueError(f"grid must be 3 positive sizes (z, y, x), got {grid}")
         self.spacing = None if spacing is None else tuple(float(s) for s in spacing)
         if self.spacing is not None and (len(self.spacing) != 3 or min(self.spacing) <= 0):
             raise ValueError(f"spacing must be 3 positive values in mm (z, y, x), got {spacing}")
@@ -46,7 +52,8 @@ class Predictor:
 TTA_AXES = (2,)   # tta=True: mirror along x (left-right), the one flip covseg's training augmentation applies
 
 def tta_flips(tta=False)->list:
-    "The flips (tuples of array axes of a (z, y, x) volume) to average: `False` none, `True` `TTA_AXES`, or every combination of the axes given."
+    ("The flips (tuples of array axes of a (z, y, x) volume) to average: `False` none, `True` `TTA_AXES`, or every "
+     "combination of the axes given.")
     if tta is None or tta is False: return [()]
     axes = TTA_AXES if tta is True else tuple(sorted({int(a) for a in tta}))
     if not set(axes) <= {0, 1, 2}: raise ValueError(f"tta axes must be among 0, 1, 2 (z, y, x), got {tta}")
@@ -67,7 +74,8 @@ def foreground_proba(model:nn.Module, # the network, on `x`'s device
         xi = x.flip([2 + a for a in f]) if f else x
         with _autocast(x.device): y = model(xi)
         if y.ndim != 5 or y.shape[0] != x.shape[0] or tuple(y.shape[2:]) != tuple(x.shape[2:]):
-            raise ValueError(f"the model returned shape {tuple(y.shape)} for input {tuple(x.shape)}; expected (B, C, D, H, W) logits of the input's size")
+            raise ValueError(f"the model returned shape {tuple(y.shape)} for input {tuple(x.shape)}; "
+                             "expected (B, C, D, H, W) logits of the input's size")
         y = y.float()
         p = y.softmax(1)[:, 1] if y.shape[1] > 1 else y[:, 0].sigmoid()
         if f: p = p.flip([1 + a for a in f])
@@ -79,8 +87,9 @@ def _warn_small(vol:Volume, grid:tuple):
     "Say when paper mode upsamples a study along some axis (in the network's axis order)."
     shape = grid_at_spacing(vol.geometry, vol.spacing)   # the study's size in canonical order
     small = [f"{n} < {g} along {a}" for n, g, a in zip(shape, grid, 'zyx') if n < g]
-    if small: warnings.warn(f"{vol.path or 'volume'}: smaller than the model grid {grid} ({', '.join(small)}); paper mode upsamples it, "
-                            "so the network sees interpolated voxels", stacklevel=3)
+    if small:
+        warnings.warn(f"{vol.path or 'volume'}: smaller than the model grid {grid} ({', '.join(small)}); paper mode "
+                      "upsamples it, so the network sees interpolated voxels", stacklevel=3)
 
 def _warn_oblique(vol:Volume):
     "Say when a study is resampled onto the patient axes before the network sees it."
@@ -92,7 +101,8 @@ def gaussian_weights(patch,                  # patch size (z, y, x)
                      sigma_scale:float=1/8,  # sigma as a fraction of the patch size, per axis
                      floor:float=1e-3,       # smallest weight
                     )->np.ndarray:
-    "Blending weights of a patch: a separable Gaussian centred on the patch, sigma = `sigma_scale` x size per axis, floored at `floor`."
+    ("Blending weights of a patch: a separable Gaussian centred on the patch, sigma = `sigma_scale` x size per axis, "
+     "floored at `floor`.")
     w = np.ones((), np.float64)
     for n in patch:
         g = np.exp(-((np.arange(n) - (n - 1) / 2) ** 2) / (2 * (sigma_scale * n) ** 2))
@@ -101,7 +111,8 @@ def gaussian_weights(patch,                  # patch size (z, y, x)
 
 # %% ../nbs/30_infer.ipynb #c024
 def patch_starts(size:int, patch:int, overlap:float=0.5)->list:
-    "Start indices of patches of `patch` voxels covering `size` voxels, evenly spread, step at most `(1 - overlap) * patch`."
+    ("Start indices of patches of `patch` voxels covering `size` voxels, evenly spread, step at most `(1 - overlap) * "
+     "patch`.")
     if size <= patch: return [0]
     n = math.ceil((size - patch) / max(patch * (1 - overlap), 1)) + 1
     return [int(round(i * (size - patch) / (n - 1))) for i in range(n)]
@@ -118,7 +129,8 @@ def sliding_window_proba(model:nn.Module, # the network, on `device`, in eval mo
                          flips=((),),       # TTA flips (from `tta_flips`)
                          device=None,       # where the network runs; None: where its parameters are
                         )->np.ndarray:
-    "Foreground probability (D, H, W) float32 of `x` from Gaussian-blended patches; only one batch of patches is on the device at a time."
+    ("Foreground probability (D, H, W) float32 of `x` from Gaussian-blended patches; only one batch of patches is on "
+     "the device at a time.")
     patch = tuple(int(p) for p in patch)
     if not 0 <= overlap < 1: raise ValueError(f"overlap must be in [0, 1), got {overlap}")
     if batch_size < 1: raise ValueError(f"batch_size must be >= 1, got {batch_size}")
@@ -155,7 +167,8 @@ def predict(predictor:Predictor, # the network and how it was trained
             spacing=None,        # sliding mode: target spacing (z, y, x) mm instead of the predictor's
             patch=None,          # sliding mode: patch size (z, y, x) instead of the predictor's grid
            ):
-    "Segment `vol`: a uint8 0/1 mask `Volume` on exactly `vol.geometry` (and its float32 foreground probability if `return_proba`)."
+    ("Segment `vol`: a uint8 0/1 mask `Volume` on exactly `vol.geometry` (and its float32 foreground probability if "
+     "`return_proba`).")
     if mode not in MODES: raise ValueError(f"mode must be one of {MODES}, not {mode!r}")
     check_ct(vol)
     flips, pr = tta_flips(tta), predictor
@@ -164,11 +177,13 @@ def predict(predictor:Predictor, # the network and how it was trained
         _warn_small(vol, pr.grid)
         small = model_input(vol, pr.grid)
         with torch.inference_mode():
-            p = foreground_proba(pr.model, torch.from_numpy(small.array)[None, None].to(pr.device), flips)[0].cpu().numpy()
+            p = foreground_proba(pr.model, torch.from_numpy(small.array)[None, None].to(pr.device),
+                                 flips)[0].cpu().numpy()
     else:
         sp = spacing if spacing is not None else pr.spacing
-        if sp is None: raise ValueError("sliding mode needs the spacing the model was trained at: this predictor has none "
-                                        "(no data.json in its run?); pass spacing=(z, y, x) in mm")
+        if sp is None:
+            raise ValueError("sliding mode needs the spacing the model was trained at: this predictor has none "
+                             "(no data.json in its run?); pass spacing=(z, y, x) in mm")
         small = model_input(vol, grid_at_spacing(vol.geometry, sp))
         with torch.inference_mode():
             p = sliding_window_proba(pr.model, small.array, patch or pr.grid, overlap, batch_size, flips, pr.device)
@@ -188,9 +203,12 @@ def predict_file(predictor:Predictor, # the network and how it was trained
                 )->Path:
     "Segment the study at `input` and write its uint8 mask, on exactly the input's grid, to `output` (atomically)."
     output = Path(output)
-    if not is_image_file(output): raise CovsegInputError(output, f"the output must be an image file ({', '.join(NIFTI_SUFFIXES)})")
-    if output.exists() and output.resolve() == Path(input).resolve(): raise CovsegInputError(output, "is the input itself; choose another output")
-    if output.exists() and not overwrite: raise FileExistsError(f"{output}: exists already (pass overwrite=True to replace it)")
+    if not is_image_file(output):
+        raise CovsegInputError(output, f"the output must be an image file ({', '.join(NIFTI_SUFFIXES)})")
+    if output.exists() and output.resolve() == Path(input).resolve():
+        raise CovsegInputError(output, "is the input itself; choose another output")
+    if output.exists() and not overwrite:
+        raise FileExistsError(f"{output}: exists already (pass overwrite=True to replace it)")
     vol = read_image(input)
     mask = predict(predictor, vol, mode, tta, **kwargs)
     return write_image(mask, output, like=vol.geometry, overwrite=overwrite)
@@ -199,7 +217,8 @@ def predict_file(predictor:Predictor, # the network and how it was trained
 def _read_weights(path)->dict:
     "The state dict at `path`, or a `CovsegInputError` naming it."
     try: return read_state_dict(path)
-    except (FileNotFoundError, ValueError) as e: raise CovsegInputError(path, str(e).removeprefix(f"{path}: ")) from None
+    except (FileNotFoundError, ValueError) as e:
+        raise CovsegInputError(path, str(e).removeprefix(f"{path}: ")) from None
 
 def load_weights(model:nn.Module, # the network to fill
                  path,             # its weights file (a `state_dict` saved with `torch.save`)
@@ -214,7 +233,9 @@ def load_weights(model:nn.Module, # the network to fill
 
 # %% ../nbs/30_infer.ipynb #c049d
 @patch(cls_method=True)
-def from_run(cls:Predictor, path,  # a run folder, a stage folder (RUN_DIR/stage2) or a weights file (RUN_DIR/stage2/best.pth)
+def from_run(cls:Predictor,
+             # a run folder, a stage folder (RUN_DIR/stage2) or a weights file (RUN_DIR/stage2/best.pth)
+             path,
              stage:int=2,          # which stage of a run folder (a stage folder or weights file names its own)
              device=None,          # torch device; None: CUDA if available, else CPU
             )->Predictor:

@@ -12,11 +12,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import matplotlib.pyplot as plt
-from .io import CovsegInputError, atomic_path, read_image
+from .io import CovsegInputError, atomic_path, read_image, HU_WINDOW
 from .run import RunDir, TrainConfig
 from .evaluate import eval_cases, mode_comparison
 from .metrics import paper_table, micro_dice, markdown_table, PAPER_TABLE3, dataset_order
-from .viewer import SliceViewer, WINDOWS, PAGE_CSS, display_orientation, orient_slice
+from .viewer import SliceViewer, PAGE_CSS, display_orientation, orient_slice
 
 # %% auto #0
 __all__ = ['SYNTHETIC_BANNER', 'pick_cases', 'key_slice', 'draw_panel', 'case_volumes', 'figure2', 'curves_figure', 'Block',
@@ -45,8 +45,8 @@ def draw_panel(ax, image:np.ndarray, truth:np.ndarray, pred:np.ndarray, k:int, g
     o = display_orientation(geometry.direction)
     sz, sy, sx = geometry.spacing
     aspect = sx / sy if o and o[0] else sy / sx                   # rows over columns, in mm
-    w, l = WINDOWS['lung']
-    ax.imshow(orient_slice(image[k], o), cmap='gray', vmin=l - w / 2, vmax=l + w / 2, aspect=aspect,
+    lo, hi = HU_WINDOW
+    ax.imshow(orient_slice(image[k], o), cmap='gray', vmin=lo, vmax=hi, aspect=aspect,
               interpolation='nearest')
     for m, c in ((truth, 'red'), (pred, 'lime')):
         if m[k].any(): ax.contour(orient_slice(m[k], o).astype(float), [0.5], colors=c, linewidths=0.8)

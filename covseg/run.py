@@ -56,7 +56,8 @@ class TrainConfig:
     dice_weight: float = 1.
     ce_weight: float = 1.
     max_batches: int|None = None   # cap batches per epoch (smoke tests only)
-    scratch_fallback: bool = False # no Kinetics weights to be had: train a random encoder (no frozen phase) instead of failing
+    # no Kinetics weights to be had: train a random encoder (no frozen phase) instead of failing
+    scratch_fallback: bool = False
 
     def stage(self, k:int)->StageConfig: return self.stage1 if k == 1 else self.stage2
     def to_dict(self)->dict: return json.loads(json.dumps(asdict(self)))
@@ -74,10 +75,13 @@ class RunData:
     synthetic: bool|None        # were its training cases synthetic (None: not known)
     spacing: dict               # {stage: voxel spacing (z, y, x) in mm of that stage's grid}
 
-    def to_dict(self)->dict: return dict(cache=self.cache, synthetic=self.synthetic, spacing={str(k): list(v) for k, v in self.spacing.items()})
+    def to_dict(self)->dict:
+        return dict(cache=self.cache, synthetic=self.synthetic,
+                    spacing={str(k): list(v) for k, v in self.spacing.items()})
     @classmethod
     def from_dict(cls, d:dict):
-        return cls(str(d['cache']), d.get('synthetic'), {int(k): tuple(float(s) for s in v) for k, v in d.get('spacing', {}).items()})
+        return cls(str(d['cache']), d.get('synthetic'),
+                   {int(k): tuple(float(s) for s in v) for k, v in d.get('spacing', {}).items()})
 
 # %% ../nbs/14_run.ipynb #r017
 class RunDir:
@@ -121,7 +125,8 @@ def _read_json(p:Path, what:str)->dict:
     "The JSON object in `p`, or a `CovsegInputError` naming the file."
     if not p.is_file(): raise CovsegInputError(p, f"not found: not a covseg training run (no {what})")
     try: d = json.loads(p.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e: raise CovsegInputError(p, f"is not readable JSON ({e})") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise CovsegInputError(p, f"is not readable JSON ({e})") from None
     if not isinstance(d, dict): raise CovsegInputError(p, f"holds a {type(d).__name__}, not a {what}")
     return d
 
@@ -160,7 +165,8 @@ def write_summary(self:RunDir, k:int, summary:dict): _write_json(self.done(k), s
 @patch
 def cases(self:RunDir)->pd.DataFrame:
     "The evaluated cases (`eval/cases.csv`: one row per case and inference mode), ids as text."
-    if not self.cases_csv.is_file(): raise CovsegInputError(self.cases_csv, "not found: evaluate the run first (`covseg evaluate RUN_DIR`)")
+    if not self.cases_csv.is_file():
+        raise CovsegInputError(self.cases_csv, "not found: evaluate the run first (`covseg evaluate RUN_DIR`)")
     return pd.read_csv(self.cases_csv, dtype={'case_id': str})
 
 # %% ../nbs/14_run.ipynb #r023
@@ -169,9 +175,11 @@ def locate(path, # a run folder, a stage folder (RUN_DIR/stage2) or a weights fi
           )->tuple: # (RunDir, stage, weights file)
     "The run, stage and weights file that `path` names."
     path = Path(path)
-    if not path.exists(): raise CovsegInputError(path, "not found (expected a run folder, a stage folder or a best.pth)")
+    if not path.exists():
+        raise CovsegInputError(path, "not found (expected a run folder, a stage folder or a best.pth)")
     if path.is_file(): sdir, weights = path.parent, path
-    elif re.fullmatch(r'stage\d+', path.name) and (path.parent/'config.json').is_file(): sdir, weights = path, path/'best.pth'
+    elif re.fullmatch(r'stage\d+', path.name) and (path.parent/'config.json').is_file():
+        sdir, weights = path, path/'best.pth'
     else: sdir, weights = None, None
     if sdir is not None:
         m = re.fullmatch(r'stage(\d+)', sdir.name)
@@ -182,6 +190,8 @@ def locate(path, # a run folder, a stage folder (RUN_DIR/stage2) or a weights fi
     run = RunDir(root)
     if weights is None: weights = run.weights(stage)
     if not run.config_file.is_file():
-        raise CovsegInputError(run.config_file, "not found: not a covseg run folder (expected RUN_DIR/config.json beside RUN_DIR/stage1, stage2)")
-    if not weights.is_file(): raise CovsegInputError(weights, f"not found: stage {stage} of this run has no best weights (trained?)")
+        raise CovsegInputError(run.config_file, "not found: not a covseg run folder (expected RUN_DIR/config.json "
+                                                "beside RUN_DIR/stage1, stage2)")
+    if not weights.is_file():
+        raise CovsegInputError(weights, f"not found: stage {stage} of this run has no best weights (trained?)")
     return run, stage, weights

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 from scipy import ndimage as ndi
 from matplotlib.figure import Figure
-from .io import CovsegInputError, Volume, atomic_path, check_same_grid
+from .io import CovsegInputError, Volume, atomic_path, check_same_grid, HU_WINDOW
 from .viewer import WINDOWS, PAGE_CSS, display_orientation, orient_slice
 
 # %% auto #0
@@ -182,7 +182,7 @@ def slices_png(image:Volume, # CT in HU
               )->bytes: # PNG
     "Annotated axial slices `ks`: lung window, lung contours cyan, infiltrate red, radiological orientation."
     g = image.geometry
-    lo, hi = WINDOWS['lung'][1] - WINDOWS['lung'][0] / 2, WINDOWS['lung'][1] + WINDOWS['lung'][0] / 2
+    lo, hi = HU_WINDOW
     axial = display_orientation(g.direction) is not None
     fig = Figure(figsize=(3.2 * max(len(ks), 1), 3.7), layout='constrained')
     axs = fig.subplots(1, max(len(ks), 1), squeeze=False)[0]

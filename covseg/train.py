@@ -40,14 +40,16 @@ __all__ = ['PROFILES', 'CKPT_FORMAT', 'DiceCELoss', 'dice_counts', 'item_dice', 
 
 # %% ../nbs/20_train.ipynb #c007
 class DiceCELoss(nn.Module):
-    "Soft Dice (Milletari: squared terms in the denominator) on the foreground channel, per item, plus pixel-wise cross-entropy."
+    ("Soft Dice (Milletari: squared terms in the denominator) on the foreground channel, per item, plus pixel-wise "
+     "cross-entropy.")
     def __init__(self, dice_weight:float=1., # weight of the Dice term
                  ce_weight:float=1., # weight of the cross-entropy term
                  smooth:float=1.): # added to numerator and denominator (an empty mask predicted empty scores 1)
         super().__init__()
         self.dice_weight, self.ce_weight, self.smooth = dice_weight, ce_weight, smooth
     def forward(self, logits, target):
-        logits, target = logits.as_subclass(torch.Tensor).float(), target.as_subclass(torch.Tensor).long()   # plain tensors: fastai's TensorImage/TensorMask types dispatch differently
+        # plain tensors: fastai's TensorImage/TensorMask types dispatch differently
+        logits, target = logits.as_subclass(torch.Tensor).float(), target.as_subclass(torch.Tensor).long()
         ce = F.cross_entropy(logits, target)
         p, g = logits.softmax(1)[:, 1], (target == 1).float()
         dims = tuple(range(1, p.ndim))
@@ -69,9 +71,11 @@ def dice_per_item(pred, target)->list:
     return item_dice(dice_counts(pred, target))
 
 class MacroDice(Metric):
-    "Mean over tuning cases of each case's Dice (macro average, as the paper reports); cases empty on both sides are left out."
+    ("Mean over tuning cases of each case's Dice (macro average, as the paper reports); cases empty on both sides are "
+     "left out.")
     def reset(self): self.scores = []
-    def accumulate(self, learn): self.scores += item_dice(learn.to_detach(dice_counts(learn.pred.argmax(1), learn.y)))   # gathered over processes under DDP
+    # gathered over processes under DDP
+    def accumulate(self, learn): self.scores += item_dice(learn.to_detach(dice_counts(learn.pred.argmax(1), learn.y)))
     @property
     def value(self):
         s = np.array(self.scores, float)
@@ -86,7 +90,8 @@ def soft_dice_per_item(logits, target)->torch.Tensor:
     return 2 * (p * g).sum(1) / (p.sum(1) + g.sum(1))
 
 class SoftDice(MacroDice):
-    "Mean over tuning cases of the soft Dice of the probabilities: it moves before a thresholded prediction leaves 'all background'."
+    ("Mean over tuning cases of the soft Dice of the probabilities: it moves before a thresholded prediction leaves "
+     "'all background'.")
     def accumulate(self, learn): self.scores += learn.to_detach(soft_dice_per_item(learn.pred, learn.y)).tolist()
     @property
     def name(self): return 'soft_dice'
@@ -96,7 +101,8 @@ PROFILES = dict(
     paper=dict(stage1=StageConfig((18, 112, 112), 6, 200, 1e-3, frozen_epochs=10, frozen_lr=1e-2),
                stage2=StageConfig((20, 256, 256), 1, 200, 1e-4), pretrained=True),
     demo=dict(stage1=StageConfig((16, 48, 48), 2, 8, 2e-3, repeats=2, frozen_epochs=1, frozen_lr=1e-2),
-              stage2=StageConfig((24, 64, 64), 2, 5, 1e-3), pretrained=True, scratch_fallback=True, aug=asdict(AugConfig.none())),
+              stage2=StageConfig((24, 64, 64), 2, 5, 1e-3), pretrained=True, scratch_fallback=True,
+              aug=asdict(AugConfig.none())),
     smoke=dict(stage1=StageConfig((8, 32, 32), 2, 2, 1e-3, frozen_epochs=1, frozen_lr=1e-2),
                stage2=StageConfig((8, 48, 48), 1, 1, 1e-4), pretrained=False, max_batches=2),
 )
@@ -107,8 +113,10 @@ def get_config(profile:str='paper', **kw)->TrainConfig:
     return TrainConfig(profile=profile, **{**PROFILES[profile], **kw})
 
 # %% ../nbs/20_train.ipynb #c016
-def one_cycle_scheds(lr_max, n_epoch:int, start_epoch:int=0, pct_start:float=0.25, div:float=25., div_final:float=1e5, moms=(0.95, 0.85, 0.95))->dict:
-    "fastai's one-cycle schedules for `n_epoch` epochs, as seen from `start_epoch` on (pct 0..1 over the remaining epochs)."
+def one_cycle_scheds(lr_max, n_epoch:int, start_epoch:int=0, pct_start:float=0.25, div:float=25., div_final:float=1e5,
+                     moms=(0.95, 0.85, 0.95))->dict:
+    ("fastai's one-cycle schedules for `n_epoch` epochs, as seen from `start_epoch` on (pct 0..1 over the remaining "
+     "epochs).")
     s = start_epoch / n_epoch
     lr = combined_cos(pct_start, lr_max / div, lr_max, lr_max / div_final)
     mom = combined_cos(pct_start, *moms)
@@ -134,8 +142,9 @@ class StopOnNonFinite(Callback):
     def after_loss(self):
         if self.training and not all_ranks(torch.isfinite(self.learn.loss_grad).all()):   # all processes stop together
             v = float(self.learn.loss_grad)
-            raise NonFiniteLossError(f"non-finite loss ({v if not math.isfinite(v) else 'on another process'}) in phase {self.phase!r}, epoch "
-                                     f"{self.epoch_offset + self.epoch + 1}, batch {self.iter + 1}: the run stops; "
+            raise NonFiniteLossError(f"non-finite loss ({v if not math.isfinite(v) else 'on another process'}) in "
+                                     f"phase {self.phase!r}, epoch {self.epoch_offset + self.epoch + 1}, "
+                                     f"batch {self.iter + 1}: the run stops; "
                                      "the last checkpoint is the last good epoch")
 
 # %% ../nbs/20_train.ipynb #c021
@@ -144,13 +153,15 @@ CKPT_FORMAT = 'covseg-checkpoint-1'
 def rng_state()->dict:
     "Random states of Python, NumPy and torch (CPU and CUDA), as weights-only-safe values."
     ty, keys, pos, hg, cg = np.random.get_state()
-    return dict(python=random.getstate(), numpy=dict(keys=torch.from_numpy(keys.astype(np.int64)), pos=pos, has_gauss=hg, cached=cg),
+    return dict(python=random.getstate(),
+                numpy=dict(keys=torch.from_numpy(keys.astype(np.int64)), pos=pos, has_gauss=hg, cached=cg),
                 torch=torch.get_rng_state(), cuda=torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [])
 
 def set_rng_state(s:dict):
     "Restore what `rng_state` saved."
     random.setstate(tuple(tuple(x) if isinstance(x, list) else x for x in s['python']))
-    n = s['numpy']; np.random.set_state(('MT19937', n['keys'].numpy().astype(np.uint32), n['pos'], n['has_gauss'], n['cached']))
+    n = s['numpy']
+    np.random.set_state(('MT19937', n['keys'].numpy().astype(np.uint32), n['pos'], n['has_gauss'], n['cached']))
     torch.set_rng_state(s['torch'])
     if s['cuda'] and torch.cuda.is_available(): torch.cuda.set_rng_state_all(s['cuda'])
 
@@ -166,13 +177,16 @@ def set_loader_state(dls, s:dict|None):
     "Restore what `loader_state` saved."
     if not s: return
     dls.train.rng.setstate(tuple(tuple(x) if isinstance(x, list) else x for x in s['shuffle']))
-    gens = [t.gen for t in getattr(dls.train.after_batch, 'fs', []) if isinstance(getattr(t, 'gen', None), torch.Generator)]
+    gens = [t.gen for t in getattr(dls.train.after_batch, 'fs', [])
+            if isinstance(getattr(t, 'gen', None), torch.Generator)]
     for g, st in zip(gens, s.get('aug', [])): g.set_state(st)
 
 def _plain(o):
-    "`o` with NumPy scalars and arrays turned into Python numbers and tensors, so `torch.load(weights_only=True)` accepts it."
+    ("`o` with NumPy scalars and arrays turned into Python numbers and tensors, so `torch.load(weights_only=True)` "
+     "accepts it.")
     if isinstance(o, dict): return {k: _plain(v) for k, v in o.items()}
-    if isinstance(o, L): return [_plain(v) for v in o]          # fastai keeps optimiser hyper-parameters in fastcore `L`s
+    # fastai keeps optimiser hyper-parameters in fastcore `L`s
+    if isinstance(o, L): return [_plain(v) for v in o]
     if isinstance(o, (list, tuple)): return type(o)(_plain(v) for v in o)
     if isinstance(o, np.ndarray): return torch.from_numpy(o)
     if isinstance(o, np.generic): return o.item()
@@ -183,14 +197,19 @@ def save_checkpoint(path, **state):
     with atomic_path(path) as t: torch.save(_plain(dict(format=CKPT_FORMAT, **state)), t)
 
 def load_checkpoint(path)->dict:
-    "Read a checkpoint written by `save_checkpoint` (weights only), refusing corrupt or foreign files with a clear error."
+    ("Read a checkpoint written by `save_checkpoint` (weights only), refusing corrupt or foreign files with a clear "
+     "error.")
     path = Path(path)
     if not path.is_file(): raise CovsegInputError(path, "checkpoint not found")
     try: ck = torch.load(path, map_location='cpu', weights_only=True)
-    except Exception as e: raise CovsegInputError(path, f"checkpoint cannot be read, corrupt or truncated? ({type(e).__name__}: {str(e)[:160]})") from None
+    except Exception as e:
+        raise CovsegInputError(path, f"checkpoint cannot be read, corrupt or truncated? ({type(e).__name__}: "
+                                     f"{str(e)[:160]})") from None
     if not isinstance(ck, dict) or ck.get('format') != CKPT_FORMAT:
-        raise CovsegInputError(path, f"is not a covseg checkpoint (format {ck.get('format') if isinstance(ck, dict) else type(ck).__name__!r})")
-    missing = [k for k in ('model', 'opt', 'phase', 'epoch', 'best', 'best_epoch', 'log', 'rng', 'config') if k not in ck]
+        raise CovsegInputError(path, "is not a covseg checkpoint (format "
+                                     f"{ck.get('format') if isinstance(ck, dict) else type(ck).__name__!r})")
+    missing = [k for k in ('model', 'opt', 'phase', 'epoch', 'best', 'best_epoch', 'log', 'rng', 'config')
+               if k not in ck]
     if missing: raise CovsegInputError(path, f"checkpoint lacks {', '.join(missing)}")
     return ck
 
@@ -199,20 +218,29 @@ class EpochCheckpoint(Callback):
     "After every epoch: log it, keep the best model by tuning Dice, write the full checkpoint (all atomically)."
     order = 60          # after Recorder (50), which has computed the epoch's losses and metrics
     def __init__(self, run:RunDir, k:int, state:dict, phase_idx:int, phase:str, epoch_offset:int, cfg:TrainConfig):
-        self.run, self.k, self.state, self.phase_idx, self.phase, self.offset, self.cfg = run, k, state, phase_idx, phase, epoch_offset, cfg
+        self.run, self.k, self.state, self.phase_idx, self.phase, self.offset, self.cfg = (
+            run, k, state, phase_idx, phase, epoch_offset, cfg)
     def before_epoch(self): self.tot, self.n, self.tdice = 0., 0, []
-    def after_batch(self):              # the epoch's mean training loss (fastai's smoothed loss restarts with every `fit`, so it cannot be compared across a resume)
+    # the epoch's mean training loss (fastai's smoothed loss restarts with every `fit`, so it cannot be compared
+    # across a resume)
+    def after_batch(self):
         if not self.training: return
         self.tot += self.learn.loss.detach().item() * len(self.learn.yb[0]); self.n += len(self.learn.yb[0])
-        self.tdice += dice_per_item(self.learn.pred.detach().argmax(1), self.learn.yb[0])   # Dice of each augmented training item as the network saw it
+        # Dice of each augmented training item as the network saw it
+        self.tdice += dice_per_item(self.learn.pred.detach().argmax(1), self.learn.yb[0])
     def after_epoch(self):
         _, vl, dice, soft = [float(v) for v in self.learn.recorder.values[-1][:4]]
-        tot, n, td = map(lambda parts: sum(parts, type(parts[0])()), zip(*all_gather_object((self.tot, self.n, self.tdice))))   # over all processes' shares
+        # over all processes' shares
+        tot, n, td = map(lambda parts: sum(parts, type(parts[0])()),
+                         zip(*all_gather_object((self.tot, self.n, self.tdice))))
         td = np.array(td, float)
         ep = self.offset + self.epoch + 1         # epochs done in this phase
         st = self.state
-        row = broadcast_object(dict(phase=self.phase, epoch=ep, stage_epoch=len(st['log']) + 1, train_loss=tot / max(n, 1), valid_loss=vl,
-                                    dice=dice, train_dice=float(np.nanmean(td)) if np.isfinite(td).any() else float('nan'), soft_dice=soft, lr=float(self.learn.opt.hypers[-1]['lr']), time=time.strftime('%Y-%m-%dT%H:%M:%S')))
+        row = broadcast_object(dict(phase=self.phase, epoch=ep, stage_epoch=len(st['log']) + 1,
+                                    train_loss=tot / max(n, 1), valid_loss=vl, dice=dice,
+                                    train_dice=float(np.nanmean(td)) if np.isfinite(td).any() else float('nan'),
+                                    soft_dice=soft, lr=float(self.learn.opt.hypers[-1]['lr']),
+                                    time=time.strftime('%Y-%m-%dT%H:%M:%S')))
         st['log'].append(row)                     # rank 0's row on every process: one best-epoch decision
         better = math.isfinite(row['dice']) and row['dice'] > st['best']
         if better: st['best'], st['best_epoch'] = row['dice'], len(st['log'])
@@ -235,8 +263,8 @@ def build_model(cfg:TrainConfig)->R3DUNet:
 def _learner(cfg:TrainConfig, stage:StageConfig, dls, model)->Learner:
     "A fastai Learner with the paper's loss and metric, encoder/decoder layer groups and frozen BatchNorm when frozen."
     keep_bn = cfg.pretrained or cfg.weights is not None
-    learn = Learner(dls, model, loss_func=DiceCELoss(cfg.dice_weight, cfg.ce_weight), metrics=[MacroDice(), SoftDice()], splitter=unet_splitter,
-                    wd=stage.wd, train_bn=False, cbs=[FrozenEncoderEval()] if keep_bn else [])
+    learn = Learner(dls, model, loss_func=DiceCELoss(cfg.dice_weight, cfg.ce_weight), metrics=[MacroDice(), SoftDice()],
+                    splitter=unet_splitter, wd=stage.wd, train_bn=False, cbs=[FrozenEncoderEval()] if keep_bn else [])
     if cfg.fp16 and dls.device is not None and torch.device(dls.device).type == 'cuda': learn.to_fp16()
     return learn
 
@@ -244,26 +272,31 @@ def _seed_all(seed:int):
     random.seed(seed); np.random.seed(seed); torch.manual_seed(seed)
 
 def _saved_streams(ck:dict)->dict|None:
-    "This process's random streams in checkpoint `ck`: rank 0's (the one-process ones), or its own if saved by as many processes."
+    ("This process's random streams in checkpoint `ck`: rank 0's (the one-process ones), or its own if saved by as "
+     "many processes.")
     if not launched() or rank() == 0: return dict(rng=ck['rng'], loader=ck.get('loader'))
     ranks = ck.get('ranks') or []
     return ranks[rank()] if len(ranks) == world_size() else None   # else: keep the fresh streams `rank_seed` gave it
 
 # %% ../nbs/20_train.ipynb #c026e
 def resolve_encoder(cfg:TrainConfig, fetch=None, say=print)->TrainConfig:
-    "`cfg` as it will train: Kinetics-400 weights found or downloaded if asked; else, with `scratch_fallback`, a random encoder and no frozen phase."
+    ("`cfg` as it will train: Kinetics-400 weights found or downloaded if asked; else, with `scratch_fallback`, a "
+     "random encoder and no frozen phase.")
     if not cfg.pretrained or cfg.weights is not None: return cfg
     try: (fetch or _kinetics_file)(); return cfg
     except (RuntimeError, OSError) as e:
         if not cfg.scratch_fallback: raise
-        say(f"No Kinetics-400 r3d_18 weights here (none in {kinetics_weights_path().parent}, download failed: {type(e.__cause__ or e).__name__}): "
-            f"the encoder trains from scratch, without the frozen phase (--weights r3d_18-b3b3357e.pth trains it as the paper did).")
-        return replace(cfg, pretrained=False, stage1=replace(cfg.stage1, frozen_epochs=0), stage2=replace(cfg.stage2, frozen_epochs=0))
+        say(f"No Kinetics-400 r3d_18 weights here (none in {kinetics_weights_path().parent}, download failed: "
+            f"{type(e.__cause__ or e).__name__}): the encoder trains from scratch, without the frozen phase "
+            f"(--weights r3d_18-b3b3357e.pth trains it as the paper did).")
+        return replace(cfg, pretrained=False, stage1=replace(cfg.stage1, frozen_epochs=0),
+                       stage2=replace(cfg.stage2, frozen_epochs=0))
 
 # %% ../nbs/20_train.ipynb #c027
 def write_data_info(cfg:TrainConfig, cache, run_dir)->RunData:
     "Record with the run where its data came from and the voxel spacing of each stage's grid (`RUN_DIR/data.json`)."
-    info = RunData(str(Path(cache).resolve()), is_synthetic_cache(cache), {k: grid_spacing(cache, cfg.stage(k).grid) for k in (1, 2)})
+    info = RunData(str(Path(cache).resolve()), is_synthetic_cache(cache),
+                   {k: grid_spacing(cache, cfg.stage(k).grid) for k in (1, 2)})
     RunDir(run_dir).write_data(info)
     return info
 
@@ -278,33 +311,41 @@ def epoch_lines(names:callable)->callable:
 
 # %% ../nbs/20_train.ipynb #c028b
 def restore_stage(cfg:TrainConfig, k:int, run:RunDir, resume:bool=False)->tuple:
-    "Where stage `k` of `run` starts: (its summary if it is finished, the checkpoint to continue from); refuses to overwrite."
+    ("Where stage `k` of `run` starts: (its summary if it is finished, the checkpoint to continue from); refuses to "
+     "overwrite.")
     sdir = run.stage_dir(k)
     if resume and run.done(k).exists(): return run.summary(k), None
     ck = None
     if resume and run.checkpoint(k).exists():
         ck = load_checkpoint(run.checkpoint(k))
         if ck['config'] != cfg.to_dict():
-            raise CovsegInputError(run.checkpoint(k), "was written with another configuration; resume with the same settings or start a new run")
+            raise CovsegInputError(run.checkpoint(k), "was written with another configuration; resume with the same "
+                                                      "settings or start a new run")
     elif sdir.exists() and any(sdir.iterdir()) and not resume:
-        raise FileExistsError(f"{sdir}: holds a run already; use resume=True (--resume) to continue it or choose another RUN_DIR")
+        raise FileExistsError(f"{sdir}: holds a run already; use resume=True (--resume) to continue it or choose "
+                              "another RUN_DIR")
     barrier()                           # every process has looked at the folder before rank 0 writes into it
     if is_main(): sdir.mkdir(parents=True, exist_ok=True)
     return None, ck
 
 # %% ../nbs/20_train.ipynb #c028d
-def build_stage(cfg:TrainConfig, k:int, cache, ck:dict|None=None, init:dict|None=None, dls=None, device=None, quiet:bool=False)->Learner:
-    "Stage `k`'s `Learner`, seeded: loaders from `cache` (unless `dls`), the network from Kinetics, `init` or the checkpoint `ck`."
+def build_stage(cfg:TrainConfig, k:int, cache, ck:dict|None=None, init:dict|None=None, dls=None, device=None,
+                quiet:bool=False)->Learner:
+    ("Stage `k`'s `Learner`, seeded: loaders from `cache` (unless `dls`), the network from Kinetics, `init` or the "
+     "checkpoint `ck`.")
     stage = cfg.stage(k)
     _seed_all(cfg.seed + k)
     if dls is None:
         check_cache(cache, stage.grid)
-        dls = make_dls(cache, stage.grid, stage.bs, aug=AugConfig(**cfg.aug), device=device, seed=rank_seed(cfg.seed + k),
-                       repeats=stage.repeats)   # each process augments its own way
-    if cfg.max_batches:                 # smoke runs: fewer items per epoch (fastai drops the losses of cancelled passes, so no cancelling)
+        dls = make_dls(cache, stage.grid, stage.bs, aug=AugConfig(**cfg.aug), device=device,
+                       seed=rank_seed(cfg.seed + k), repeats=stage.repeats)   # each process augments its own way
+    # smoke runs: fewer items per epoch (fastai drops the losses of cancelled passes, so no cancelling)
+    if cfg.max_batches:
         for dl in (dls.train, dls.valid): dl.n = min(dl.n, cfg.max_batches * dl.bs)
-    with main_first():                  # the same seed, the same initial weights on every process; rank 0 downloads first
-        model = build_model(cfg) if init is None and ck is None else R3DUNet(cfg.n_classes)   # no download when weights follow anyway
+    # the same seed, the same initial weights on every process; rank 0 downloads first
+    with main_first():
+        # no download when weights follow anyway
+        model = build_model(cfg) if init is None and ck is None else R3DUNet(cfg.n_classes)
     if launched(): _seed_all(rank_seed(cfg.seed + k))
     if init is not None: model.load_state_dict(init)
     learn = _learner(cfg, stage, dls, model)
@@ -321,16 +362,19 @@ def new_state(ck:dict|None=None)->dict:
     return dict(log=ck['log'], best=ck['best'], best_epoch=ck['best_epoch'])
 
 def fit_phase(learn:Learner, cfg:TrainConfig, k:int, run:RunDir, i:int, state:dict, ck:dict|None=None, cbs=())->bool:
-    "Fit phase `i` of stage `k` (frozen or not; one-cycle; checkpointed), continuing `ck` where it stopped; False if it was done."
+    ("Fit phase `i` of stage `k` (frozen or not; one-cycle; checkpointed), continuing `ck` where it stopped; False if "
+     "it was done.")
     stage = cfg.stage(k)
     name, n, lr, frozen = stage.phases()[i]
     first_phase, first_epoch = (ck['phase'], ck['epoch']) if ck is not None else (0, 0)
     start = 0 if i > first_phase else first_epoch if i == first_phase else n
     if start >= n: return False
     learn.freeze() if frozen else learn.unfreeze()
-    if ck is not None and not state.get('restored'):   # continue exactly: optimiser (within a phase), random streams, shuffling
+    # continue exactly: optimiser (within a phase), random streams, shuffling
+    if ck is not None and not state.get('restored'):
         if i == first_phase: learn.opt.load_state_dict(dict(ck['opt'], hypers=L(ck['opt']['hypers'])))
-        if (own := _saved_streams(ck)) is not None: set_rng_state(own['rng']); set_loader_state(learn.dls, own.get('loader'))
+        if (own := _saved_streams(ck)) is not None:
+            set_rng_state(own['rng']); set_loader_state(learn.dls, own.get('loader'))
         state['restored'] = True
     phase_cbs = [ParamScheduler(one_cycle_scheds(lr, n, start, stage.pct_start)), StopOnNonFinite(start, name),
                  EpochCheckpoint(run, k, state, i, name, start, cfg)]
@@ -348,14 +392,18 @@ def fit_stage(learn:Learner, cfg:TrainConfig, k:int, run:RunDir, ck:dict|None=No
 def finish_stage(learn:Learner, cfg:TrainConfig, k:int, run:RunDir, cache, state:dict, t0:float)->dict:
     "End stage `k`: reload its best weights (the paper's last step), draw its curves, write and return its summary."
     barrier()                           # rank 0 has written the last epoch's files
-    if not run.weights(k).exists(): raise RuntimeError(f"{run.stage_dir(k)}: no epoch produced a finite tuning Dice; nothing to keep")
+    if not run.weights(k).exists():
+        raise RuntimeError(f"{run.stage_dir(k)}: no epoch produced a finite tuning Dice; nothing to keep")
     unwrap_model(learn.model).load_state_dict(torch.load(run.weights(k), map_location='cpu', weights_only=True))
     synthetic = is_synthetic_cache(cache)
-    summary = dict(stage=k, profile=cfg.profile, epochs=len(state['log']), best_dice=state['best'], best_epoch=state['best_epoch'],
-                   grid=list(cfg.stage(k).grid), synthetic=synthetic, best_model=str(run.weights(k)),
-                   processes=world_size(), seconds=round(time.time() - t0, 1))   # data-parallel processes (GPUs) that finished it; the paper: 1
+    summary = dict(stage=k, profile=cfg.profile, epochs=len(state['log']), best_dice=state['best'],
+                   best_epoch=state['best_epoch'], grid=list(cfg.stage(k).grid), synthetic=synthetic,
+                   best_model=str(run.weights(k)),
+                   # data-parallel processes (GPUs) that finished it; the paper: 1
+                   processes=world_size(), seconds=round(time.time() - t0, 1))
     if is_main():
-        plot_log(run.log(k), run.curves(k), title=f"stage {k} ({cfg.profile} profile)" + (', SYNTHETIC data' if synthetic else ''))
+        plot_log(run.log(k), run.curves(k),
+                 title=f"stage {k} ({cfg.profile} profile)" + (', SYNTHETIC data' if synthetic else ''))
         run.write_summary(k, summary)
     barrier()                           # the stage is on disk when any process returns
     return summary
@@ -363,15 +411,19 @@ def finish_stage(learn:Learner, cfg:TrainConfig, k:int, run:RunDir, cache, state
 # %% ../nbs/20_train.ipynb #c028g
 def train_stage(cfg:TrainConfig, k:int, cache, run_dir, resume:bool=False, dls=None, device=None, init:dict|None=None,
                 quiet:bool=False, cbs=())->dict:
-    "Train stage `k` (1 or 2) of `cfg` on `cache` into `run_dir/stage<k>` — restore, build, fit, finish — and return its summary."
+    ("Train stage `k` (1 or 2) of `cfg` on `cache` into `run_dir/stage<k>` — restore, build, fit, finish — and return "
+     "its summary.")
     t0, run = time.time(), RunDir(run_dir)
-    if launched(): device = setup(device)    # one of several processes (torchrun): join the group; this process's GPU, or the CPU
+    # one of several processes (torchrun): join the group; this process's GPU, or the CPU
+    if launched(): device = setup(device)
     done, ck = restore_stage(cfg, k, run, resume)
     if done is not None: return done
     learn = build_stage(cfg, k, cache, ck, init, dls, device, quiet)
     summary = finish_stage(learn, cfg, k, run, cache, fit_stage(learn, cfg, k, run, ck, device, cbs), t0)
-    del learn; gc.collect()             # the Learner and its callbacks form reference cycles: free its optimiser state and
-    if torch.cuda.is_available(): torch.cuda.empty_cache()   # batches now, before stage 2 or evaluation needs the memory
+    # the Learner and its callbacks form reference cycles: free its optimiser state and batches now, before stage 2
+    # or evaluation needs the memory
+    del learn; gc.collect()
+    if torch.cuda.is_available(): torch.cuda.empty_cache()
     return summary
 
 # %% ../nbs/20_train.ipynb #c029
@@ -380,23 +432,29 @@ def plot_log(log_csv, out_png=None, title:str=''):
     import matplotlib.pyplot as plt
     d = pd.read_csv(log_csv)
     fig, ax = plt.subplots(1, 2, figsize=(9, 3.2))
-    ax[0].plot(d.stage_epoch, d.train_loss, label='train loss'); ax[0].plot(d.stage_epoch, d.valid_loss, label='tuning loss')
+    ax[0].plot(d.stage_epoch, d.train_loss, label='train loss')
+    ax[0].plot(d.stage_epoch, d.valid_loss, label='tuning loss')
     ax[1].plot(d.stage_epoch, d.dice, color='C2', label='tuning Dice')
     for k, c, lab in (('soft_dice', 'C4', 'tuning soft Dice'), ('train_dice', 'C1', 'training Dice (as trained)')):
         if k in d: ax[1].plot(d.stage_epoch, d[k], color=c, ls='--', lw=1, label=lab)
-    for p in d.groupby('phase', sort=False).stage_epoch.min().iloc[1:]: [a.axvline(p - .5, ls=':', c='grey') for a in ax]
-    ax[0].legend(); ax[1].legend(); ax[0].set_xlabel('epoch'); ax[1].set_xlabel('epoch'); fig.suptitle(title, fontsize=10)
+    for p in d.groupby('phase', sort=False).stage_epoch.min().iloc[1:]:
+        [a.axvline(p - .5, ls=':', c='grey') for a in ax]
+    ax[0].legend(); ax[1].legend(); ax[0].set_xlabel('epoch'); ax[1].set_xlabel('epoch')
+    fig.suptitle(title, fontsize=10)
     fig.tight_layout()
     if out_png is not None: fig.savefig(out_png, dpi=90); plt.close(fig)
     return fig
 
 # %% ../nbs/20_train.ipynb #c031
 def start_run(cfg:TrainConfig, cache, run_dir, stages=(1, 2), resume:bool=False, quiet:bool=False)->TrainConfig:
-    "Open `run_dir` for `cfg`: encoder weights found (or the fallback), config checked against a saved one, config and data record saved."
+    ("Open `run_dir` for `cfg`: encoder weights found (or the fallback), config checked against a saved one, config "
+     "and data record saved.")
     run = RunDir(run_dir)
-    with main_first(): cfg = resolve_encoder(cfg, say=print if is_main() and not quiet else (lambda *a: None))   # rank 0 downloads first
+    # rank 0 downloads first
+    with main_first(): cfg = resolve_encoder(cfg, say=print if is_main() and not quiet else (lambda *a: None))
     if run.config_file.exists() and (resume or 1 not in stages) and run.config().to_dict() != cfg.to_dict():
-        raise CovsegInputError(run.config_file, "this run was made with another configuration; use the same profile and options, or a new RUN_DIR")
+        raise CovsegInputError(run.config_file, "this run was made with another configuration; use the same profile "
+                                                "and options, or a new RUN_DIR")
     barrier()                           # every process has checked the saved config before rank 0 replaces it
     if is_main():
         run.write_config(cfg)
@@ -406,12 +464,14 @@ def start_run(cfg:TrainConfig, cache, run_dir, stages=(1, 2), resume:bool=False,
 def stage_init(run:RunDir, k:int)->dict|None:
     "The weights stage `k` starts from: none for stage 1 (Kinetics or random), stage 1's best for stage 2."
     if k != 2: return None
-    if not run.weights(1).is_file(): raise CovsegInputError(run.weights(1), "stage 2 starts from the best stage-1 weights; train stage 1 first")
+    if not run.weights(1).is_file():
+        raise CovsegInputError(run.weights(1), "stage 2 starts from the best stage-1 weights; train stage 1 first")
     return torch.load(run.weights(1), map_location='cpu', weights_only=True)
 
 def train(cfg:TrainConfig, cache, run_dir, stages=(1, 2), resume:bool=False, device=None, quiet:bool=False)->list:
-    "Train the stages of `cfg` in order (stage 2 starts from stage 1's best weights); save the config with the run; return the stage summaries."
+    ("Train the stages of `cfg` in order (stage 2 starts from stage 1's best weights); save the config with the run; "
+     "return the stage summaries.")
     if launched(): device = setup(device)    # started by torchrun / accelerate launch: data-parallel, rank 0 writes
     cfg = start_run(cfg, cache, run_dir, stages, resume, quiet)
-    return [train_stage(cfg, k, cache, run_dir, resume=resume, device=device, init=stage_init(RunDir(run_dir), k), quiet=quiet)
-            for k in stages]
+    return [train_stage(cfg, k, cache, run_dir, resume=resume, device=device,
+                        init=stage_init(RunDir(run_dir), k), quiet=quiet) for k in stages]

@@ -20,7 +20,8 @@ __all__ = ['WINDOWS', 'TRUTH_RGB', 'PRED_RGB', 'GAP', 'CODE_SPLIT', 'PAGE_CSS', 
            'SliceViewer', 'hu_to_code', 'code_to_hu', 'code_lut', 'ViewerGrid']
 
 # %% ../nbs/31_viewer.ipynb #c008
-WINDOWS = {'lung': (1500., -600.), 'mediastinum': (350., 50.)}  # window presets: (width, level) in HU
+# window presets: (width, level) in HU; the lung window is io.HU_WINDOW's (W1500 L-600)
+WINDOWS = {'lung': (HU_WINDOW[1] - HU_WINDOW[0], (HU_WINDOW[0] + HU_WINDOW[1]) / 2), 'mediastinum': (350., 50.)}
 TRUTH_RGB = (255, 0, 0)   # ground truth: red, as the paper's Figure 2
 PRED_RGB = (0, 255, 0)    # prediction: green; where both masks agree the fill is yellow
 GAP = 4                   # white pixels between side-by-side panels
@@ -269,7 +270,7 @@ def widget(self:SliceViewer):
     return box
 
 # %% ../nbs/31_viewer.ipynb #c044
-CODE_SPLIT = (-1350., -125., 225.)   # HU at code 0, at codes 127/128, at code 255
+CODE_SPLIT = (HU_WINDOW[0], -125., 225.)   # HU at code 0, at codes 127/128, at code 255
 
 def hu_to_code(hu)->np.ndarray:
     "HU as the 8-bit code the HTML viewer stores: 0-127 for -1350..-125 HU, 128-255 for -125..225 HU."
