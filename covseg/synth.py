@@ -159,7 +159,8 @@ def _write_series(folder, hu:np.ndarray, spacing, origin, iop, common:dict, seri
                   dict(common, **series, SOPInstanceUID=sop, InstanceNumber=k + 1,
                        ImagePositionPatient=pos, ImageOrientationPatient=list(map(float, iop)), SliceLocation=pos[2],
                        PixelSpacing=[float(spacing[1]), float(spacing[2])], SliceThickness=float(spacing[0]),
-                       RescaleSlope=slope, RescaleIntercept=intercept, WindowCenter=int(sum(HU_WINDOW) / 2), WindowWidth=int(HU_WINDOW[1] - HU_WINDOW[0])))
+                       RescaleSlope=slope, RescaleIntercept=intercept,
+                       WindowCenter=int(sum(HU_WINDOW) / 2), WindowWidth=int(HU_WINDOW[1] - HU_WINDOW[0])))
     return sops
 
 # %% ../nbs/02_synth.ipynb #c020
