@@ -6,7 +6,7 @@ Docs: https://covseg.github.io/covseg/evaluate.html.md"""
 
 # %% ../nbs/33_evaluate.ipynb #c002
 from __future__ import annotations
-import json, time
+import time
 from pathlib import Path
 import numpy as np
 import pandas as pd

@@ -6,7 +6,7 @@ Docs: https://covseg.github.io/covseg/infer.html.md"""
 
 # %% ../nbs/30_infer.ipynb #c002
 from __future__ import annotations
-import contextlib, itertools, json, math, re, warnings
+import contextlib, itertools, math, warnings
 from pathlib import Path
 import numpy as np
 import torch

@@ -14,9 +14,8 @@ import pandas as pd
 import SimpleITK as sitk
 import covseg
 from .io import CovsegInputError, Geometry, Volume, progress, to_sitk, read_nifti, check_same_grid, atomic_path
-from .cache import (PAPER_GRIDS, SPLIT, FAILURES, grid_name, parse_grid, fingerprint, cache_key, entry_dir,
-                          write_entry, read_meta, is_valid, load_case, load_sample, geometry_columns, write_manifest,
-                          read_manifest, GEOMETRY_COLUMNS)
+from .cache import (PAPER_GRIDS, SPLIT, FAILURES, grid_name, fingerprint, cache_key, entry_dir, write_entry,
+                          read_meta, is_valid, geometry_columns, write_manifest, read_manifest, GEOMETRY_COLUMNS)
 from .transforms import resize_geometry, _resize_sitk, _mask255, canonical, obliquity, MAX_OBLIQUE_DEG
 from .synth import is_synthetic
 from .datasets import (Case, Failure, _failure, read_coronacases, read_mosmed, read_ricord, convert_ricord,

@@ -7,7 +7,7 @@ Docs: https://covseg.github.io/covseg/run.html.md"""
 # %% ../nbs/14_run.ipynb #r002
 from __future__ import annotations
 import json, re
-from dataclasses import dataclass, field, asdict, fields
+from dataclasses import dataclass, field, asdict
 from pathlib import Path
 import pandas as pd
 from .io import CovsegInputError, atomic_path
@@ -178,12 +178,12 @@ def locate(path, # a run folder, a stage folder (RUN_DIR/stage2) or a weights fi
     if not path.exists():
         raise CovsegInputError(path, "not found (expected a run folder, a stage folder or a best.pth)")
     if path.is_file(): sdir, weights = path.parent, path
-    elif re.fullmatch(r'stage\d+', path.name) and (path.parent/'config.json').is_file():
+    elif re.fullmatch(r'stage\d+', path.name) and RunDir(path.parent).config_file.is_file():
         sdir, weights = path, path/'best.pth'
     else: sdir, weights = None, None
     if sdir is not None:
         m = re.fullmatch(r'stage(\d+)', sdir.name)
-        root = sdir.parent if (sdir.parent/'config.json').is_file() else sdir
+        root = sdir.parent if RunDir(sdir.parent).config_file.is_file() else sdir
         stage = int(m[1]) if m else stage
     else: root = path
     if stage not in (1, 2): raise ValueError(f"stage must be 1 or 2, got {stage}")

@@ -12,7 +12,7 @@ import numpy as np
 from scipy import ndimage as ndi
 from matplotlib.figure import Figure
 from .io import CovsegInputError, Volume, atomic_path, check_same_grid, HU_WINDOW
-from .viewer import WINDOWS, PAGE_CSS, display_orientation, orient_slice
+from .viewer import PAGE_CSS, display_orientation, orient_slice
 
 # %% auto #0
 __all__ = ['SEVERITY_BANDS', 'SCORE_MAX', 'SCALE', 'CONNECTIVITY', 'OUTSIDE_WARN', 'ROW_KEYS', 'severity_band', 'band_label',
