@@ -62,12 +62,14 @@ def loader_step(grid, bs, device, n=8, cache=None, warmup=2):
         torch.manual_seed(0)
         m = R3DUNet(2).to(device); opt = torch.optim.Adam(m.parameters(), 1e-4)
         scaler = torch.amp.GradScaler(enabled=device == 'cuda'); lf = DiceCELoss(); ts = []
+        if len(dls.train.dataset) < bs: raise ValueError(f"{len(dls.train.dataset)} training volumes make no full batch of {bs}")
         it = iter(dls.train); k = 0
         while k < n + warmup:
             if device == 'cuda': torch.cuda.synchronize()
             t0 = time.perf_counter()                       # the batch's loading and augmentation count too
             try: xb, yb = next(it)
             except StopIteration: it = iter(dls.train); continue
+            if len(yb) != bs: continue                     # the last, short batch of an epoch: full batches only
             with torch.autocast(device_type=device, dtype=torch.float16, enabled=device == 'cuda'):
                 loss = lf(m(xb), yb)
             opt.zero_grad(); scaler.scale(loss).backward(); scaler.step(opt); scaler.update()
@@ -115,9 +117,10 @@ def stage_step(grid, bs, device, n=5, loader_n=8, cache=None, warmup=2)->dict:
     if cuda: torch.cuda.synchronize(); torch.cuda.empty_cache(); torch.cuda.reset_peak_memory_stats()
     t = time_steps(grid, bs, device, n=n, amp=cuda, warmup=warmup)
     peak = torch.cuda.max_memory_allocated() / 2**30 if cuda else float('nan')
+    reserved = torch.cuda.max_memory_reserved() / 2**30 if cuda else float('nan')
     tl = loader_step(grid, bs, device, n=loader_n, cache=cache, warmup=warmup)
     if cuda: torch.cuda.empty_cache()
     return dict(grid=tuple(grid), bs=bs, flops=fl, step_s=t, samples_s=bs / t, tflops=fl / t / 1e12, epoch100_s=100 / bs * t,
-                peak_gib=peak, loader_step_s=tl, loader_adds=tl / t - 1, loader_share=max(tl - t, 0.) / tl, epoch100_loader_s=100 / bs * tl)
+                peak_gib=peak, reserved_gib=reserved, loader_step_s=tl, loader_adds=tl / t - 1, loader_share=max(tl - t, 0.) / tl, epoch100_loader_s=100 / bs * tl)
 
 if __name__ == '__main__': main()
