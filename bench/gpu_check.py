@@ -59,13 +59,13 @@ CAP_GB = 10.5                                # GPU memory cap (1e9 bytes) standi
 LOADER_TARGET = 0.20                         # covseg's target: the loader under 20 % of a training step
 GRACE = 20.                                  # seconds past the budget after which the watchdog ends the run
 # what the GPU section says until a GPU run has replaced it
-NO_GPU_YET = ["No GPU figure exists yet: no session has been lent a CUDA GPU. On a lent machine, `bash bench/gpu_check.sh` "
-              "(README, *The GPU check*; the wheel kit from `make gpu-kit` carried as `.whl`) runs `bench/gpu_check.py` in at most "
-              "8 minutes: the `cuda`-flagged notebook cells, the training step of both paper stages with mixed precision (step "
-              "time, achieved TFLOP/s, the epoch of 100 volumes, peak GPU memory allocated and reserved, the loader's share of the "
-              "step), one step per stage under a 10.5 GB memory cap (does the paper's setting fit its 11 GB RTX 2080 Ti?), both "
-              "stages of a shortened `paper` profile on synthetic studies (no pretrained encoder: the machine is offline), "
-              "whole-study inference in both modes, and replaces this section with the figures, the card's name and the checks. "
+NO_GPU_YET = ["No GPU figure exists yet: no session has been lent a CUDA GPU. On a lent machine (README, *The GPU check*): "
+              "`make gpu-kit` here, then there, with `.whl` carried and a time limit of 560 s, `bash bench/gpu_check.sh`; it runs "
+              "`bench/gpu_check.py` in at most 8 minutes and returns this file with this section replaced: the `cuda`-flagged notebook "
+              "cells, the training step of both paper stages with mixed precision (step time, achieved TFLOP/s, the epoch of 100 volumes, "
+              "peak GPU memory allocated and reserved, the loader's share of the step), one step per stage under a 10.5 GB memory cap "
+              "(does the paper's setting fit its 11 GB RTX 2080 Ti?), both stages of a shortened `paper` profile on synthetic studies "
+              "(no pretrained encoder: the machine is offline), whole-study inference in both modes, with the card's name and the checks. "
               "The paper's figures on an RTX 2080 Ti: 45 s per stage-1 epoch, 2:30 min per stage-2 epoch, 10 h 49 min in total."]
 # the CPU test's study: 2 patches in sliding mode (bench_infer.FULL is the GPU's: 300x512x512)
 TINY_STUDY = dict(shape=(24, 64, 64), spacing=(12.5, 5.6, 5.6), grid=(8, 32, 32), slide_spacing=(25.0, 11.2, 11.2))
@@ -104,7 +104,7 @@ def sizes(cpu_test:bool=False)->Sizes:
                      workers=2, enforce=False, budget=900.)
     return Sizes('cuda', 12, (96, 256, 256), (6, 10), ((18, 112, 112), (20, 256, 256)), (6, 1), (2, 30, 12), None, 5, 8, 2,
                  bench_infer.FULL, need=dict(notebooks=60, data=30, step=30, memcap=15, train=60, infer=30),
-                 cap=dict(notebooks=150, data=90, step=60, memcap=40, train=170, infer=60),
+                 cap=dict(notebooks=150, data=90, step=60, memcap=40, train=200, infer=60),
                  workers=max(1, min(12, (os.cpu_count() or 2) - 4)), enforce=True, budget=450.)
 
 # ---------------------------------------------------------------- budget, parts, caps, checks
@@ -161,6 +161,7 @@ def run_part(name, fn, ctx, parts=None)->Part:
     cap = min(S.cap[name], max(budget.left(), 1.))
     print(f"[gpu-check] {name} ({budget.left():.0f} s of the budget left, hard cap {cap:.0f} s)", flush=True)
     t0 = time.monotonic()
+    ctx.deadline = t0 + cap                                           # a part that can stop early itself stops before its cap
     rep.set(Part(name, 'running', note='started; no result: the run ended while this part ran'))
     try:
         with hard_cap(cap): r = fn(ctx)
@@ -318,7 +319,7 @@ def capped_steps(grid, bs, device, cap_bytes:float|None, n:int=2)->dict:
         if cap_bytes: torch.cuda.set_per_process_memory_fraction(min(cap_bytes / torch.cuda.get_device_properties(0).total_memory, 1.))
     try:
         try: t, fits, err = bench_train.time_steps(grid, bs, device, n=n, amp=cuda, warmup=1), True, ''
-        except torch.OutOfMemoryError as e: t, fits, err = float('nan'), False, str(e).split('\n')[0][:240]
+        except torch.cuda.OutOfMemoryError as e: t, fits, err = float('nan'), False, str(e).split('\n')[0][:240]
         peak = (torch.cuda.max_memory_allocated() / 2**30, torch.cuda.max_memory_reserved() / 2**30) if cuda else (float('nan'),) * 2
     finally:
         if cuda: gc.collect(); torch.cuda.empty_cache(); torch.cuda.set_per_process_memory_fraction(1.)
@@ -390,7 +391,8 @@ def part_train(ctx)->dict:
                repeats=cfg.stage1.repeats, ramdisk=bool(shm), run=str(run))
     init = None
     for k, share in ((1, 0.5), (2, 1.0)):                                     # stage 1: half the time left for training, stage 2: the rest
-        cbs = _timer_cbs(time.monotonic() + share * max(ctx.budget.left() - ctx.reserve(), 0.))
+        left = min(ctx.budget.left() - ctx.reserve(), ctx.deadline - time.monotonic() - 10)   # 10 s for the stage's end before the cap
+        cbs = _timer_cbs(time.monotonic() + share * max(left, 0.))
         if cuda: torch.cuda.synchronize(); torch.cuda.empty_cache(); torch.cuda.reset_peak_memory_stats()
         t0 = time.monotonic()
         summ = train_stage(cfg, k, ctx.cache, run, device=S.device, init=init, quiet=True, cbs=cbs)
@@ -622,7 +624,7 @@ class Ctx:
     "What the parts share."
     def __init__(self, S, work, budget, parts, report):
         self.S, self.work, self.budget, self.parts, self.report = S, Path(work), budget, parts, report
-        self.cache, self.data, self.run, self.children = None, {}, None, []
+        self.cache, self.data, self.run, self.children, self.deadline = None, {}, None, [], math.inf
     def reserve(self)->float:
         "Seconds to keep for the parts after training."
         return self.S.need['infer'] + 5 if 'infer' in self.parts else 5.
