@@ -10,15 +10,14 @@ with the machine; on a CUDA machine its GPU figures go into the GPU section thro
 (the section `make gpu-check` owns), with the card.
 
 Run: `.venv/bin/python bench/bench_train.py` (one short command; a few minutes on a GPU)."""
-import os, sys, time, re, json, tempfile, shutil, statistics, platform
+import os, sys, time, tempfile, shutil, statistics
 from pathlib import Path
-import numpy as np
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_data import machine, replace_section as write_section
 from covseg.model import R3DUNet, count_parameters
-from covseg.train import DiceCELoss, get_config, PROFILES
+from covseg.train import DiceCELoss, PROFILES
 
 STAGES = {'stage 1 (paper)': ((18, 112, 112), 6), 'stage 2 (paper)': ((20, 256, 256), 1)}
 

@@ -465,7 +465,7 @@ def rehearse(args:list, keep:bool=False, pack_kit:bool|None=None)->int:
     times, t0 = {}, time.monotonic()
     def step(name, t): times[name] = time.monotonic() - t; log(f"{name}: {times[name]:.1f} s")
     t = time.monotonic()
-    man = build('cp311', pack_kit)
+    build('cp311', pack_kit)
     step('kit (cp311)', t)
     work = Path(tempfile.mkdtemp(prefix='covseg-rehearsal-'))
     try:
