@@ -186,11 +186,14 @@ def main(argv=None)->int:
                 tag = ' (SYNTHETIC data)' if res['synthetic'] else ''
                 print(f"wrote {res['mask']}" + ''.join(f"\n      {res[k]}" for k in ('lungs', 'seg') if k in res) +
                       ''.join(f"\n      {v}" for v in res.get('report', {}).values()) + tag)
+                if 'no_seg' in res: print(f"covseg predict: warning: {res['no_seg']}", file=sys.stderr)
                 return 0
             df, fails = predict_batch(pr, a.input, a.output, a.mode, a.tta, a.report, not a.no_seg, a.overwrite)
             n_skip = int((df.status != 'done').sum()) if len(df) else 0
             print(f"{len(df) - n_skip} studies done, {n_skip} skipped (finished before), {len(fails)} failed; "
                   f"results: {Path(a.output)/'studies.csv'}")
+            for r in (df[df.no_seg.notna()].itertuples() if 'no_seg' in df else []):
+                print(f"  warning: {r.study}: {r.no_seg}", file=sys.stderr)
             for f in fails: print(f"  failed: {f.case_id}: {f.path}: {f.problem}", file=sys.stderr)
             return 1 if fails else 0
         if a.command == 'evaluate':

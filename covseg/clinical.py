@@ -53,10 +53,10 @@ def read_study(path)->Volume:
     if not path.is_dir(): return read_image(path)
     files = scan_dicom(path)
     if not len(files): raise CovsegInputError(path, "holds no readable DICOM files")
-    if files.series_uid.nunique() == 1: return read_dicom_series(files.to_dict('records'), path)   # headers read once
+    if files.series_key.nunique() == 1: return read_dicom_series(files.to_dict('records'), path)   # headers read once
     uid, why = choose_series(files)
-    if uid is None: raise CovsegInputError(path, f"has {files.series_uid.nunique()} series but {why}")
-    vol = read_dicom_series(files[files.series_uid == uid].to_dict('records'), path)
+    if uid is None: raise CovsegInputError(path, f"has {files.series_key.nunique()} series but {why}")
+    vol = read_dicom_series(files[files.series_key == uid].to_dict('records'), path)
     vol.meta['series_choice'] = why
     return vol
 
@@ -69,11 +69,11 @@ def synthetic_input(path)->bool:
 # %% ../nbs/42_clinical.ipynb #c010b
 THICK_MM = 5.              # voxels longer than this from head to feet: small infiltrates blur into their neighbours
 LUNGS_ML = (1000., 9000.)  # plausible adult volume of both lungs on a chest CT, mL
-def study_warnings(vol:Volume, # the study as read (its `meta` may hold `tilt_deg`, `contrast`)
+def study_warnings(vol:Volume, # the study as read (its `meta` may hold `tilt_deg`, `uid_warning`, `contrast`)
                    lungs:Volume|None=None, # its lung labels, for coverage and volume
                   )->list: # one sentence per warning, each with its reason
-    ("What a reader should know before trusting a study's numbers: spacing, reorientation, tilt, contrast, lung "
-     "coverage and volume.")
+    ("What a reader should know before trusting a study's numbers: spacing, reorientation, tilt, identifiers, "
+     "contrast, lung coverage and volume.")
     w, f = [], network_frame(vol.geometry)
     if f.spacing[0] > THICK_MM:
         w.append(f"voxels {f.spacing[0]:.1f} mm long from head to feet (over {THICK_MM:g} mm): small or faint "
@@ -81,6 +81,7 @@ def study_warnings(vol:Volume, # the study as read (its `meta` may hold `tilt_de
     if (note := orientation_note(vol.geometry)): w.append(note)
     if vol.meta.get('tilt_deg'):
         w.append(f"gantry tilt of {vol.meta['tilt_deg']:.1f} degrees: slices re-aligned onto an orthogonal grid")
+    if vol.meta.get('uid_warning'): w.append(vol.meta['uid_warning'])
     if vol.meta.get('contrast'):
         w.append(f"contrast-enhanced study (ContrastBolusAgent '{vol.meta['contrast']}'): check the mask next to "
                  "enhancing vessels")
@@ -139,7 +140,10 @@ def predict_study(predictor:Predictor, # the trained network (`Predictor.from_ru
     res = dict(study=study_id(input), input=str(input), mode=mode, tta=bool(tta), synthetic=syn,
                mask=str(write_image(mask, mpath, like=vol.geometry)))
     if 'sop_uids' in vol.meta and seg:
-        res['seg'] = str(write_dicom_seg(mask, vol, out_dir/f'{prefix}seg.dcm', overwrite=True))
+        if vol.meta.get('uid_problems'):       # a SEG names its source slices by their UIDs: none made up for them
+            res['no_seg'] = (f"no DICOM SEG: the source's {', '.join(vol.meta['uid_problems'])} missing or invalid "
+                             f"({vol.path})")
+        else: res['seg'] = str(write_dicom_seg(mask, vol, out_dir/f'{prefix}seg.dcm', overwrite=True))
     if report:
         res['lungs'] = str(write_image(lungs, out_dir/f'{prefix}lungs.nii.gz', like=vol.geometry))
         sev = severity(mask, lungs, vol)

@@ -193,9 +193,10 @@ def scan_dicom(root)->pd.DataFrame:
     return pd.DataFrame(rows)
 
 def choose_series(files:pd.DataFrame, annotated_sops:set=frozenset())->tuple:
-    "(SeriesInstanceUID, reason) of the series to use among the DICOM headers `files` of one study."
+    ("(series key, reason) of the series to use among the DICOM headers `files` of one study; the key is the "
+     "SeriesInstanceUID where the slices have one (`covseg.io.dicom_header`).")
     rows = []
-    for uid, g in files.groupby('series_uid'):
+    for uid, g in files.groupby('series_key'):
         h = g.iloc[0]
         if (h.modality not in ('CT', '') or 'LOCALIZER' in h.image_type.upper()
                 or not isinstance(h.orientation, tuple) or len(g) < 2):
@@ -243,10 +244,10 @@ def read_ricord(root, annotations=None)->tuple:
             failures.append(Failure('ricord', cid, str(annotations),
                                     f"no slice annotations for study {st}; left out rather than used as an empty mask"))
             continue
-        s = g[g.series_uid == uid]
+        s = g[g.series_key == uid]
         cases.append(Case('ricord', cid, pid, str(Path(s.path.iloc[0]).parent), None, (1,),
-                          extra=dict(study_uid=st, series_uid=uid, series_choice=why, files=list(s.path),
-                                     annotations=anns, mdai=mdai)))
+                          extra=dict(study_uid=st, series_uid=s.series_uid.iloc[0], series_choice=why,
+                                     files=list(s.path), annotations=anns, mdai=mdai)))
     return cases, failures
 
 # %% ../nbs/03_datasets.ipynb #c034

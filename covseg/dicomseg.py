@@ -154,6 +154,9 @@ def write_dicom_seg(mask:Volume,           # label mask (z, y, x) on exactly the
     labels = dict(INFILTRATE if labels is None else labels)
     descs = segment_descriptions(labels, parameters if parameters is not None else run_parameters(mask.meta), where=out)
     src = source_series(series)
+    if src.meta.get('uid_problems'):
+        raise CovsegInputError(src.path or 'series', f"its {', '.join(src.meta['uid_problems'])} missing or invalid: a "
+                                                     "SEG references its source slices by them")
     folder = Path(src.meta['files'][0]).parent.resolve()
     if folder == out.resolve().parent or folder in out.resolve().parents:
         raise CovsegInputError(out, "lies in the source series' folder; a SEG there would be read as part of the "

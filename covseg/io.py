@@ -16,10 +16,11 @@ import pydicom
 from fastprogress.fastprogress import progress_bar, IN_NOTEBOOK
 
 # %% auto #0
-__all__ = ['NIFTI_SUFFIXES', 'TILT_TOL', 'AIR_MAX_HU', 'HU_WINDOW', 'CovsegInputError', 'interactive', 'LogProgress', 'progress',
-           'quiet_fastai', 'Geometry', 'patient_axes', 'Volume', 'from_sitk', 'to_sitk', 'replace_dir', 'atomic_path',
-           'is_image_file', 'read_nifti', 'write_image', 'dicom_header', 'slice_normal', 'is_axial', 'sort_series',
-           'read_dicom_series', 'inplane_offsets', 'untilt', 'read_image', 'check_same_grid', 'check_ct']
+__all__ = ['NIFTI_SUFFIXES', 'UID_KEYWORDS', 'TILT_TOL', 'AIR_MAX_HU', 'HU_WINDOW', 'CovsegInputError', 'interactive',
+           'LogProgress', 'progress', 'quiet_fastai', 'Geometry', 'patient_axes', 'Volume', 'from_sitk', 'to_sitk',
+           'replace_dir', 'atomic_path', 'is_image_file', 'read_nifti', 'write_image', 'dicom_header', 'slice_normal',
+           'is_axial', 'sort_series', 'uid_problems', 'uid_warning', 'read_dicom_series', 'inplane_offsets', 'untilt',
+           'read_image', 'check_same_grid', 'check_ct']
 
 # %% ../nbs/00_io.ipynb #c006
 class CovsegInputError(ValueError):
@@ -311,24 +312,35 @@ def _f(ds, tag, default=None):
     v = getattr(ds, tag, None)
     return default if v is None or v == '' else v
 
+def _series_key(series_uid:str, study_uid:str, number, rows:int, columns:int, iop)->str:
+    "The key slices are grouped by: the SeriesInstanceUID, or without one the series-level attributes that are there."
+    if series_uid: return series_uid
+    o = ','.join(f"{round(float(x), 2) + 0.:g}" for x in iop) if iop is not None else ''
+    return f"no SeriesInstanceUID|study {study_uid}|number {'' if number is None else number}|{rows}x{columns}|{o}"
+
 def dicom_header(path)->dict|None:
-    "The facts covseg uses from one DICOM file's header (pixel data not read), or None if it is not DICOM."
-    try: ds = pydicom.dcmread(str(path), stop_before_pixels=True)
-    except (pydicom.errors.InvalidDicomError, EOFError, OSError, ValueError, KeyError): return None
-    sop = _f(ds, 'SOPInstanceUID') or _f(getattr(ds, 'file_meta', None), 'MediaStorageSOPInstanceUID')
-    if sop is None: return None
-    iop, ipp = _f(ds, 'ImageOrientationPatient'), _f(ds, 'ImagePositionPatient')
-    return dict(path=str(path), patient_id=str(_f(ds, 'PatientID', '')), study_uid=str(_f(ds, 'StudyInstanceUID', '')),
-                series_uid=str(_f(ds, 'SeriesInstanceUID', '')), sop_uid=str(sop),
-                modality=str(_f(ds, 'Modality', '')), series_description=str(_f(ds, 'SeriesDescription', '')),
-                kernel=str(_f(ds, 'ConvolutionKernel', '')),
-                image_type='\\'.join(map(str, _f(ds, 'ImageType', []) or [])),
-                instance=int(_f(ds, 'InstanceNumber', 0) or 0), rows=int(_f(ds, 'Rows', 0) or 0),
-                columns=int(_f(ds, 'Columns', 0) or 0),
-                orientation=None if iop is None else tuple(float(x) for x in iop),
-                position=None if ipp is None else tuple(float(x) for x in ipp),
-                thickness=float(_f(ds, 'SliceThickness', 0) or 0),
-                contrast=str(_f(ds, 'ContrastBolusAgent', '')))
+    ("The facts covseg uses from one DICOM file's header (pixel data not read), or None if pydicom cannot read it or "
+     "it is neither an image nor an identified instance.")
+    with warnings.catch_warnings():         # UUIDs as UIDs: `read_dicom_series` says so once per series, not per file
+        warnings.filterwarnings('ignore', message='Invalid value for VR UI')
+        try: ds = pydicom.dcmread(str(path), stop_before_pixels=True)
+        except (pydicom.errors.InvalidDicomError, EOFError, OSError, ValueError, KeyError): return None
+        sop = _f(ds, 'SOPInstanceUID') or _f(getattr(ds, 'file_meta', None), 'MediaStorageSOPInstanceUID')
+        rows, cols = int(_f(ds, 'Rows', 0) or 0), int(_f(ds, 'Columns', 0) or 0)
+        if sop is None and not (rows and cols): return None
+        iop, ipp = _f(ds, 'ImageOrientationPatient'), _f(ds, 'ImagePositionPatient')
+        study, series = str(_f(ds, 'StudyInstanceUID', '')), str(_f(ds, 'SeriesInstanceUID', ''))
+        return dict(path=str(path), patient_id=str(_f(ds, 'PatientID', '')), study_uid=study, series_uid=series,
+                    series_key=_series_key(series, study, _f(ds, 'SeriesNumber'), rows, cols, iop),
+                    sop_uid='' if sop is None else str(sop),
+                    modality=str(_f(ds, 'Modality', '')), series_description=str(_f(ds, 'SeriesDescription', '')),
+                    kernel=str(_f(ds, 'ConvolutionKernel', '')),
+                    image_type='\\'.join(map(str, _f(ds, 'ImageType', []) or [])),
+                    instance=int(_f(ds, 'InstanceNumber', 0) or 0), rows=rows, columns=cols,
+                    orientation=None if iop is None else tuple(float(x) for x in iop),
+                    position=None if ipp is None else tuple(float(x) for x in ipp),
+                    thickness=float(_f(ds, 'SliceThickness', 0) or 0),
+                    contrast=str(_f(ds, 'ContrastBolusAgent', '')))
 
 # %% ../nbs/00_io.ipynb #c037
 def slice_normal(orientation)->np.ndarray:
@@ -346,7 +358,7 @@ def sort_series(headers:list, folder='series', rel_tol:float=0.1)->list:
     "Headers of one series sorted along the slice normal; refuses duplicated, missing or unevenly spaced slices."
     if len(headers) < 2:
         raise CovsegInputError(folder, f"has {len(headers)} DICOM slice(s); a 3D series needs at least 2")
-    for k in ('series_uid', 'orientation', 'rows', 'columns'):
+    for k in ('series_key', 'orientation', 'rows', 'columns'):
         vals = {h[k] if k != 'orientation' else tuple(np.round(h[k], 3)) if h[k] else None for h in headers}
         if len(vals) > 1:
             raise CovsegInputError(folder, f"slices differ in {k} ({len(vals)} values); not one consistent series")
@@ -374,6 +386,27 @@ def sort_series(headers:list, folder='series', rel_tol:float=0.1)->list:
     return hs
 
 # %% ../nbs/00_io.ipynb #c040
+UID_KEYWORDS = dict(StudyInstanceUID='study_uid', SeriesInstanceUID='series_uid', SOPInstanceUID='sop_uid')
+
+def uid_problems(headers:list)->dict:
+    "The identifiers of a series' `headers` missing or not valid DICOM UIDs: {keyword: 'missing' or 'invalid'}."
+    out, valid = {}, lambda v: pydicom.uid.UID(v, validation_mode=pydicom.config.IGNORE).is_valid
+    for k, field in UID_KEYWORDS.items():
+        vals = [str(h.get(field) or '') for h in headers]
+        if '' in vals: out[k] = 'missing'
+        elif not all(map(valid, vals)): out[k] = 'invalid'
+    return out
+
+def uid_warning(problems:dict, folder)->str:
+    "The quality warning for a series read with identifiers missing or invalid (`problems`), naming them and `folder`."
+    said = '; '.join(f"{' and '.join(k for k, v in problems.items() if v == w)} {what}"
+                     for w, what in (('missing', 'missing'), ('invalid', 'not valid DICOM UIDs (e.g. UUID strings)'))
+                     if w in problems.values())
+    how = ('StudyInstanceUID, SeriesNumber, rows x columns and orientation'
+           if problems.get('SeriesInstanceUID') == 'missing' else 'their SeriesInstanceUID value')
+    return (f"{folder}: {said}: slices grouped by {how} and ordered by position; no DICOM SEG can reference this "
+            "series")
+
 def read_dicom_series(files, folder=None)->Volume:
     ("Read one DICOM series (a folder holding one series, its files, or their headers from `dicom_header`) as a "
      "`Volume` in HU (rescale applied).")
@@ -389,8 +422,8 @@ def read_dicom_series(files, folder=None)->Volume:
     mods = sorted({h['modality'] for h in headers} - {''})
     if mods and mods != ['CT']:
         raise CovsegInputError(folder, f"is a {'/'.join(mods)} series, not CT: covseg segments CT in Hounsfield units")
-    if len({h['series_uid'] for h in headers}) > 1:
-        raise CovsegInputError(folder, f"holds {len({h['series_uid'] for h in headers})} series; pass the files of one "
+    if len({h['series_key'] for h in headers}) > 1:
+        raise CovsegInputError(folder, f"holds {len({h['series_key'] for h in headers})} series; pass the files of one "
                                        "series")
     hs = sort_series(headers, folder)
     reader = sitk.ImageSeriesReader()
@@ -421,6 +454,8 @@ def read_dicom_series(files, folder=None)->Volume:
                 patient_id=h0['patient_id'], files=[h['path'] for h in hs], modality=h0['modality'],
                 tilt_deg=round(tilt, 2),
                 contrast=h0.get('contrast', ''))
+    if (bad := uid_problems(hs)):
+        meta.update(uid_problems=bad, uid_warning=uid_warning(bad, folder))
     return Volume(arr, g, str(folder), meta)
 
 # %% ../nbs/00_io.ipynb #c040b
