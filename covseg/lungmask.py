@@ -10,16 +10,18 @@ import math
 from types import SimpleNamespace
 import numpy as np
 from scipy import ndimage as ndi
+from scipy.spatial import ConvexHull
 from .io import CovsegInputError, Volume, check_ct, HU_WINDOW
 from .transforms import (canonical_axes, to_canonical, from_canonical, obliquity, axis_aligned_geometry,
                                resample_to, MAX_OBLIQUE_DEG, AIR_HU)
 
 # %% auto #0
 __all__ = ['WORK_MM', 'LUNG_HU', 'MIN_LUNG_ML', 'MIN_FRAC', 'MIN_RADIUS_MM', 'COARSE_MM', 'AIRWAY_MAX_MM2', 'AIRWAY_MEDIAL_MM',
-           'AIRWAY_TOP_MM', 'SPLIT_MM', 'STRADDLE', 'CLOSING_MM', 'CUBE', 'LUNG_COLOURS', 'block_factors', 'block_mean',
-           'upsample', 'plane_structure', 'reaches_edge', 'components', 'dist_mm', 'largest_air', 'find_airways',
-           'midline', 'pull_apart', 'split_lungs', 'slice_holes', 'fill_holes', 'closing_ball', 'attach_infiltrate',
-           'refine_border', 'lung_steps', 'lung_mask', 'show_lungs']
+           'AIRWAY_TOP_MM', 'SPLIT_MM', 'STRADDLE', 'CLOSING_MM', 'REACH_MM', 'CUBE', 'LUNG_COLOURS', 'block_factors',
+           'block_mean', 'upsample', 'plane_structure', 'reaches_edge', 'components', 'dist_mm', 'largest_air',
+           'find_airways', 'midline', 'pull_apart', 'split_lungs', 'slice_holes', 'fill_holes', 'closing_ball',
+           'hull_fill', 'slice_hulls', 'mediastinal_gap', 'mirror_x', 'pleural_envelope', 'refine_border',
+           'close_lungs', 'lung_steps', 'lung_mask', 'show_lungs']
 
 # %% ../nbs/32_lungmask.ipynb #c014
 WORK_MM = (2.5, 1.5, 1.5)   # target spacing (z, y, x) of the working grid, mm
@@ -226,34 +228,77 @@ def closing_ball(mask:np.ndarray, # bool (z, y, x)
     return mask | (ndi.distance_transform_edt(dil, sampling=spacing) > radius)
 
 # %% ../nbs/32_lungmask.ipynb #c033
-def attach_infiltrate(lungs:np.ndarray, # uint8 1 left / 2 right, canonical working grid
-                      infiltrate:np.ndarray, # bool: predicted infiltrate on the same grid
-                      body:np.ndarray, # bool: the body (midline, and no infiltrate outside it)
-                      spacing:tuple, # working spacing (z, y, x), mm
-                      reach_mm:float, # infiltrate components within about this distance of a lung are added
-                      mid:float|None=None, # midline x (index units); None: `midline(body)`
-                      min_frac:float=MIN_FRAC, # ... and those of at least this fraction of the larger lung anywhere
-                     )->np.ndarray: # uint8: the lung (1/2) each infiltrate voxel is added to, 0 for none
-    ("Which lung each voxel of the predicted infiltrate belongs to: the nearer lung (the side of the midline if only "
-     "one was found).")
-    inf = infiltrate & body & (lungs == 0)
-    out = np.zeros(lungs.shape, np.uint8)
-    if not inf.any() or not lungs.any(): return out
-    fc = block_factors(spacing, (COARSE_MM,)*3)                    # the nearer lung on a coarse grid: a distance map
-    csp = tuple(s*k for s, k in zip(spacing, fc))                  # of the whole thorax at full size costs seconds
-    c1, c2 = (_blocks(lungs == k, fc, 'constant').any((1, 3, 5)) for k in (1, 2))
-    cl = np.where(c1, 1, np.where(c2, 2, 0)).astype(np.uint8)
-    d, ind = ndi.distance_transform_edt(cl == 0, sampling=csp, return_indices=True)
-    tol = 0.5*float(np.sqrt(np.sum(np.square(csp)))) if fc != (1, 1, 1) else 0.
-    lab, sizes = components(inf)
-    dist = np.full(len(sizes), np.inf); np.minimum.at(dist, lab[inf], upsample(d, fc, lungs.shape)[inf])
-    big = min_frac*max(int((lungs == k).sum()) for k in (1, 2))
-    keep = ((dist <= reach_mm + tol) | (sizes >= big)); keep[0] = False
-    keep = keep[lab]
-    if (lungs == 1).any() and (lungs == 2).any(): side = upsample(cl[tuple(ind)], fc, lungs.shape)
-    else: side = np.broadcast_to(_side(np.arange(lungs.shape[2]), midline(body) if mid is None else mid), lungs.shape)
-    out[keep] = side[keep]
+REACH_MM = 20.   # predicted infiltrate joins a lung only within this distance of its aerated part, mm
+
+def hull_fill(mask:np.ndarray, # bool (y, x): one slice
+             )->np.ndarray: # bool: the pixels whose centres lie in the convex hull of `mask`'s pixel squares
+    "The convex hull of a 2D mask, filled."
+    out = np.zeros(mask.shape, bool)
+    if not mask.any(): return out
+    ys, xs = np.nonzero(mask & ~ndi.binary_erosion(mask))          # the hull's corners lie on the border pixels
+    pts = np.concatenate([np.stack([ys + dy, xs + dx], 1) for dy in (-.5, .5) for dx in (-.5, .5)])
+    eq = ConvexHull(pts).equations                                 # inside: normal . p + offset <= 0 for every face
+    y0, y1, x0, x1 = ys.min(), ys.max() + 1, xs.min(), xs.max() + 1
+    gy, gx = np.mgrid[y0:y1, x0:x1]
+    inside = (np.stack([gy.ravel(), gx.ravel()], 1) @ eq[:, :2].T + eq[:, 2] <= 1e-9).all(1)
+    out[y0:y1, x0:x1] = inside.reshape(gy.shape)
+    return out | mask
+
+def slice_hulls(mask:np.ndarray, # bool (z, y, x)
+               )->np.ndarray: # bool: each axial slice's convex hull of `mask`
+    "`hull_fill` of every axial slice of `mask`."
+    out = np.zeros(mask.shape, bool)
+    for z in np.nonzero(mask.any((1, 2)))[0]: out[z] = hull_fill(mask[z])
     return out
+
+def mediastinal_gap(lungs:np.ndarray, # uint8 1 left / 2 right, canonical (x towards the patient's left)
+                    mid:float, # the body's midline x (index units)
+                   )->np.ndarray: # bool: per axial row, the voxels between the lungs
+    ("Per axial row (z, y): the voxels strictly between the right lung's and the left lung's medial borders (between "
+     "a lung and the midline where the row holds one lung) — heart, great vessels, mediastinum.")
+    nx = lungs.shape[2]; xs = np.arange(nx)
+    r, l = lungs == 2, lungs == 1
+    rmax = np.where(r, xs, -1).max(2)                              # the right lung lies at x < midline
+    lmin = np.where(l, xs, nx).min(2)
+    lo = np.where(rmax >= 0, rmax, mid)[..., None]
+    hi = np.where(lmin < nx, lmin, mid)[..., None]
+    return (xs > lo) & (xs < hi)
+
+def mirror_x(a:np.ndarray, # (z, y, x), canonical
+             mid:float, # the mirror plane x (index units)
+            )->np.ndarray: # `a` reflected left-right about `mid` (False/0 where the reflection leaves the grid)
+    "Reflect `a` about the sagittal plane x = `mid`."
+    xs = np.round(2*mid - np.arange(a.shape[2])).astype(int)
+    ok = (xs >= 0) & (xs < a.shape[2])
+    out = np.zeros_like(a); out[..., ok] = a[..., xs[ok]]
+    return out
+
+def pleural_envelope(lungs:np.ndarray, # uint8 1 left / 2 right: the aerated lungs, closed and filled, canonical working grid
+                     body:np.ndarray, # bool: the body
+                     airways:np.ndarray, # bool: trachea and main bronchi
+                     spacing:tuple, # working spacing (z, y, x), mm
+                     mid:float, # the body's midline x (index units)
+                     reach_mm:float=REACH_MM, # at most this far from the lung's aerated part, mm
+                    )->np.ndarray: # uint8: where lung 1 / 2 may extend over dense tissue; 0 nowhere
+    ("Where each lung may hold dense lung its air does not show: inside its axial convex hull, within `reach_mm` of its "
+     "air, in the body, not between the lungs; a lung with no air takes the mirror image of the other's neighbourhood.")
+    gap = mediastinal_gap(lungs, mid)
+    env = np.zeros(lungs.shape, np.uint8)
+    found = [k for k in (1, 2) if (lungs == k).any()]
+    for k in found:
+        m = lungs == k
+        pad = [int(math.ceil(reach_mm/s)) + 1 for s in spacing]
+        box = tuple(slice(max(0, int(i.min()) - p), int(i.max()) + p + 1) for i, p in zip(np.nonzero(m), pad))
+        near = ndi.distance_transform_edt(~m[box], sampling=spacing) <= reach_mm
+        e = slice_hulls(m[box]) & near & body[box] & ~airways[box] & ~gap[box] & (env[box] == 0)
+        env[box][e] = k
+    if len(found) == 1:                      # a "white" lung: as far from the midline as the other lung reaches
+        k = found[0]
+        near = ndi.distance_transform_edt(lungs != k, sampling=spacing) <= 2*reach_mm
+        other = mirror_x(near, mid) & ~gap
+        env[other & body & ~airways & (lungs == 0) & (env == 0)] = 3 - k
+    return env
+
 
 # %% ../nbs/32_lungmask.ipynb #c036
 CUBE = np.ones((3, 3, 3), bool)
@@ -296,12 +341,30 @@ def _infiltrate_array(infiltrate, vol:Volume)->np.ndarray:
                                              f"(z, y, x) shape {vol.shape}")
     return a > 0
 
+def close_lungs(lungs:np.ndarray, # uint8 1 left / 2 right, canonical working grid
+                body:np.ndarray, # bool: the body
+                airways:np.ndarray, # bool: trachea and main bronchi
+                spacing:tuple, # working spacing (z, y, x), mm
+                closing_mm:float=CLOSING_MM, # radius of the closing ball, mm
+               )->np.ndarray: # uint8: each lung closed and its holes filled, in the body, without the airways
+    "Close each lung's contour with a ball of `closing_mm` and fill its holes (the left lung first where they meet)."
+    out = np.zeros_like(lungs)
+    for k in (1, 2):
+        m = lungs == k
+        if not m.any(): continue
+        pad = [int(math.ceil(closing_mm/s)) + 2 for s in spacing]
+        box = tuple(slice(max(0, int(i.min()) - p), int(i.max()) + p + 1) for i, p in zip(np.nonzero(m), pad))
+        mb = fill_holes(closing_ball(m[box], closing_mm, spacing)) & body[box] & ~airways[box] & (out[box] == 0)
+        out[box][mb] = k
+    return out
+
 def lung_steps(vol:Volume, # a chest CT in HU
                # predicted infiltrate (`Volume` or bool (z, y, x) array on `vol`'s grid), added to the lungs
                infiltrate=None,
                closing_mm:float=CLOSING_MM, # radius of the ball that closes each lung's contour, mm
                threshold:float=LUNG_HU, # air threshold, HU
                work_mm:tuple=WORK_MM, # target spacing (z, y, x) of the working grid, mm
+               reach_mm:float=REACH_MM, # infiltrate joins a lung only this close to its air, mm
               )->SimpleNamespace: # every step on the canonical working grid
     "Run the lung-mask steps on the canonical working grid and return every intermediate."
     check_ct(vol)
@@ -319,29 +382,26 @@ def lung_steps(vol:Volume, # a chest CT in HU
     airways = find_airways(cand, body, wsp)
     mid = midline(body)
     split = split_lungs(cand & ~airways, wsp, mid)
-    inf_full = inf_w = None
-    if infiltrate is not None:
+    aerated = close_lungs(split, body, airways, wsp, closing_mm)
+    env = pleural_envelope(aerated, body, airways, wsp, mid, reach_mm)
+    labels, inf_full, inf_w = aerated, None, None
+    if infiltrate is not None:                                 # infiltrate in the envelope joins its lung
         inf_full = to_canonical(_infiltrate_array(infiltrate, vol), g.direction)
-        inf_w = attach_infiltrate(split, block_mean(inf_full, f) >= 0.5, body, wsp, closing_mm + max(wsp), mid)
-    labels = np.zeros_like(split)
-    for k in (1, 2):
-        m = split == k
-        if inf_w is not None: m |= inf_w == k
-        if not m.any(): continue
-        pad = [int(math.ceil(closing_mm/s)) + 2 for s in wsp]
-        box = tuple(slice(max(0, int(i.min()) - p), int(i.max()) + p + 1) for i, p in zip(np.nonzero(m), pad))
-        mb = fill_holes(closing_ball(m[box], closing_mm, wsp)) & body[box] & ~airways[box] & (labels[box] == 0)
-        labels[box][mb] = k
+        inf_w = np.where((block_mean(inf_full, f) >= 0.5) & (aerated == 0), env, 0).astype(np.uint8)
+        if inf_w.any():
+            grown = close_lungs(np.where(aerated > 0, aerated, inf_w), body, airways, wsp, closing_mm)
+            labels = np.where(aerated > 0, aerated, np.where(grown == env, grown, 0)).astype(np.uint8)
     return SimpleNamespace(hu=hu, spacing=sp, f=f, work_spacing=wsp, work=w, air=air, outside=outside, candidates=cand,
-                           airways=airways, split=split, infiltrate=inf_w, infiltrate_full=inf_full, labels=labels,
-                           threshold=threshold)
+                           airways=airways, split=split, aerated=aerated, envelope=env, infiltrate=inf_w,
+                           infiltrate_full=inf_full, labels=labels, threshold=threshold)
 
 def lung_mask(vol:Volume, # a chest CT in HU, any orientation and spacing
-              # predicted infiltrate (`Volume` or bool (z, y, x) array on `vol`'s grid), added to the nearer lung
+              # predicted infiltrate (`Volume` or bool (z, y, x) array on `vol`'s grid), added inside the pleural envelope
               infiltrate=None,
               closing_mm:float=CLOSING_MM, # radius of the ball that closes each lung's contour, mm
               threshold:float=LUNG_HU, # air threshold, HU
               work_mm:tuple=WORK_MM, # target spacing (z, y, x) of the working grid, mm
+              reach_mm:float=REACH_MM, # infiltrate joins a lung only this close to its air, mm
              )->Volume: # uint8 labels on exactly `vol.geometry`: 0 background, 1 left lung, 2 right lung
     ("Left (1) and right (2) lung of a chest CT by air threshold, body, airways, split, closing and hole filling; no "
      "network.")
@@ -350,9 +410,9 @@ def lung_mask(vol:Volume, # a chest CT in HU, any orientation and spacing
         a = axis_aligned_geometry(g)
         inf = (None if infiltrate is None else
                resample_to(vol.with_array(_infiltrate_array(infiltrate, vol).astype(np.float32)), a).array >= .5)
-        la = lung_mask(resample_to(vol, a, default=AIR_HU), inf, closing_mm, threshold, work_mm)
+        la = lung_mask(resample_to(vol, a, default=AIR_HU), inf, closing_mm, threshold, work_mm, reach_mm)
         return vol.with_array(resample_to(la, g, linear=False).array.astype(np.uint8))
-    s = lung_steps(vol, infiltrate, closing_mm, threshold, work_mm)
+    s = lung_steps(vol, infiltrate, closing_mm, threshold, work_mm, reach_mm)
     if s.f == (1, 1, 1): out = s.labels
     else: out = refine_border(s.labels, s.air, s.outside | s.airways, s.hu, s.f, threshold, s.infiltrate_full)
     return vol.with_array(np.ascontiguousarray(from_canonical(out, vol.geometry.direction)))
