@@ -16,7 +16,7 @@ from .io import CovsegInputError
 from .synth import synthesize, SIZES
 from .cache import MANIFEST, parse_grid, grid_name, PAPER_GRIDS
 from .preprocess import prepare, summary
-from .run import RunDir
+from .run import RunDir, training_note
 from .datasets import INFECTIOUS
 from .download import SOURCES, ZENODO, RICORD_ANNOTATIONS, DownloadError, download
 
@@ -181,12 +181,14 @@ def main(argv=None)->int:
             from covseg.clinical import predict_one, predict_batch
             from covseg.io import is_image_file
             pr = Predictor.from_run(a.model, device=a.device)
+            note = training_note(pr.trained_on)        # said once, after everything else
             if is_image_file(a.output):                  # one study
                 res = predict_one(pr, a.input, a.output, a.mode, a.tta, a.report, not a.no_seg, a.overwrite)
                 tag = ' (SYNTHETIC data)' if res['synthetic'] else ''
                 print(f"wrote {res['mask']}" + ''.join(f"\n      {res[k]}" for k in ('lungs', 'seg') if k in res) +
                       ''.join(f"\n      {v}" for v in res.get('report', {}).values()) + tag)
                 if 'no_seg' in res: print(f"covseg predict: warning: {res['no_seg']}", file=sys.stderr)
+                if note: print(f"covseg predict: warning: the outputs were {note}", file=sys.stderr)
                 return 0
             df, fails = predict_batch(pr, a.input, a.output, a.mode, a.tta, a.report, not a.no_seg, a.overwrite)
             n_skip = int((df.status != 'done').sum()) if len(df) else 0
@@ -195,6 +197,7 @@ def main(argv=None)->int:
             for r in (df[df.no_seg.notna()].itertuples() if 'no_seg' in df else []):
                 print(f"  warning: {r.study}: {r.no_seg}", file=sys.stderr)
             for f in fails: print(f"  failed: {f.case_id}: {f.path}: {f.problem}", file=sys.stderr)
+            if note: print(f"covseg predict: warning: the outputs were {note}", file=sys.stderr)
             return 1 if fails else 0
         if a.command == 'evaluate':
             from covseg.evaluate import evaluate, write_tables, mode_comparison

@@ -18,11 +18,12 @@ from .transforms import network_frame, orientation_note, to_canonical
 from .infer import Predictor, predict
 from .lungmask import lung_mask
 from .severity import severity, write_report, report_row
-from .dicomseg import write_dicom_seg
+from .dicomseg import write_dicom_seg, DESCRIPTION
+from .run import training_note
 
 # %% auto #0
-__all__ = ['THICK_MM', 'LUNGS_ML', 'MIN_CHEST_MM', 'RESULT', 'find_studies', 'study_id', 'read_study', 'synthetic_input',
-           'study_warnings', 'check_coverage', 'predict_study', 'predict_one', 'predict_batch']
+__all__ = ['THICK_MM', 'LUNGS_ML', 'MIN_CHEST_MM', 'RESULT', 'SEG_MARKS', 'find_studies', 'study_id', 'read_study',
+           'synthetic_input', 'study_warnings', 'check_coverage', 'predict_study', 'predict_one', 'predict_batch']
 
 # %% ../nbs/42_clinical.ipynb #s42f1
 def _has_dicom(folder:Path)->bool:
@@ -112,6 +113,9 @@ def check_coverage(vol:Volume)->Volume:
 
 # %% ../nbs/42_clinical.ipynb #c012
 RESULT = 'result.json'
+SEG_MARKS = {'real': (DESCRIPTION, 'COVSEG'),   # SeriesDescription and ContentLabel of the SEG, by training data
+             'synthetic': ('covseg - MODEL TRAINED ON SYNTHETIC DATA - not for diagnosis', 'COVSEG_SYNTHETIC'),
+             'unknown': ('covseg - MODEL TRAINING DATA UNKNOWN - not for diagnosis', 'COVSEG_UNKNOWN')}
 
 def predict_study(predictor:Predictor, # the trained network (`Predictor.from_run`)
                   input,               # NIfTI-like file, DICOM series folder or DICOM study folder
@@ -137,18 +141,24 @@ def predict_study(predictor:Predictor, # the trained network (`Predictor.from_ru
     lungs = lung_mask(vol, infiltrate=mask) if report else None
     warns = study_warnings(vol, lungs)
     out_dir.mkdir(parents=True, exist_ok=True)
+    note = training_note(predictor.trained_on)
     res = dict(study=study_id(input), input=str(input), mode=mode, tta=bool(tta), synthetic=syn,
+               model_trained_on=predictor.trained_on, **({'model_note': note} if note else {}),
                mask=str(write_image(mask, mpath, like=vol.geometry)))
     if 'sop_uids' in vol.meta and seg:
         if vol.meta.get('uid_problems'):       # a SEG names its source slices by their UIDs: none made up for them
             res['no_seg'] = (f"no DICOM SEG: the source's {', '.join(vol.meta['uid_problems'])} missing or invalid "
                              f"({vol.path})")
-        else: res['seg'] = str(write_dicom_seg(mask, vol, out_dir/f'{prefix}seg.dcm', overwrite=True))
+        else:
+            desc, label = SEG_MARKS[predictor.trained_on]
+            res['seg'] = str(write_dicom_seg(mask, vol, out_dir/f'{prefix}seg.dcm', overwrite=True, description=desc,
+                                             content_label=label))
     if report:
         res['lungs'] = str(write_image(lungs, out_dir/f'{prefix}lungs.nii.gz', like=vol.geometry))
         sev = severity(mask, lungs, vol)
         sev['warnings'] = warns = warns + sev['warnings']
-        paths = write_report(sev, vol, mask, lungs, out_dir/f'{prefix}severity', title=res['study'], synthetic=syn)
+        paths = write_report(sev, vol, mask, lungs, out_dir/f'{prefix}severity', title=res['study'], synthetic=syn,
+                             model_note=note)
         res.update(report_row(sev, res['study']), report={k: str(v) for k, v in paths.items()})
     res['warnings'] = warns
     res['seconds'] = round(time.perf_counter() - t0, 2)

@@ -8,6 +8,7 @@ Docs: https://covseg.github.io/covseg/dicomseg.html.md"""
 from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
+import re
 import numpy as np
 import pydicom
 import highdicom as hd
@@ -142,6 +143,7 @@ def write_dicom_seg(mask:Volume,           # label mask (z, y, x) on exactly the
                     out,                   # SEG file to write (e.g. `seg.dcm`)
                     labels:dict|None=None, # value -> segment (`SEGMENTS` name or `Segment`); None: 1 = infiltrate
                     description:str=DESCRIPTION, # SeriesDescription of the SEG (at most 64 characters)
+                    content_label:str='COVSEG', # ContentLabel (code string: A-Z, 0-9, space, _; at most 16 characters)
                     overwrite:bool=False,  # replace an existing `out`
                     series_number:int=900, # SeriesNumber of the new SEG series
                     parameters:dict|None=None, # algorithm parameters to record; None: the mask's `mode`/`tta` meta
@@ -151,6 +153,8 @@ def write_dicom_seg(mask:Volume,           # label mask (z, y, x) on exactly the
     if out.exists() and not overwrite:
         raise FileExistsError(f"{out}: exists already (pass overwrite=True to replace it)")
     if len(description) > 64: raise ValueError(f"description has {len(description)} characters; DICOM allows 64")
+    if not re.fullmatch(r'[A-Z0-9_ ]{1,16}', content_label):
+        raise ValueError(f"content_label {content_label!r} is not a DICOM code string (A-Z, 0-9, space, _; 1-16)")
     labels = dict(INFILTRATE if labels is None else labels)
     descs = segment_descriptions(labels, parameters if parameters is not None else run_parameters(mask.meta), where=out)
     src = source_series(series)
@@ -169,7 +173,7 @@ def write_dicom_seg(mask:Volume,           # label mask (z, y, x) on exactly the
     seg = hd.seg.Segmentation(source_images=source_headers(src), pixel_array=pixels, segmentation_type='BINARY',
           segment_descriptions=descs, series_instance_uid=hd.UID(), series_number=series_number,
           sop_instance_uid=hd.UID(), instance_number=1, manufacturer='covseg', manufacturer_model_name='covseg R3DUNet',
-          software_versions=__version__, device_serial_number='none', content_label='COVSEG',
+          software_versions=__version__, device_serial_number='none', content_label=content_label,
           content_description='Automatic segmentation by covseg (research software)',
           series_description=description, content_creator_name='covseg',
           omit_empty_frames=bool(pixels.any()))   # all empty: highdicom must keep every frame

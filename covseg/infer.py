@@ -16,7 +16,7 @@ from .io import (CovsegInputError, Volume, read_image, write_image, progress, is
                        check_ct)
 from .transforms import model_input, to_study_grid, grid_at_spacing, orientation_note, normalise_hu, AIR_LEVEL
 from .model import R3DUNet, read_state_dict, state_mismatch
-from .run import locate
+from .run import locate, trained_on, TRAINED_ON
 
 # %% auto #0
 __all__ = ['TTA_AXES', 'PROGRESS_MIN_PATCHES', 'PAD_VALUE', 'MODES', 'Predictor', 'tta_flips', 'foreground_proba',
@@ -34,6 +34,7 @@ class Predictor:
         grid,           # whole-volume grid (z, y, x) of the training stage: paper mode's size, sliding mode's patch
         spacing=None,   # voxel spacing (z, y, x) in mm the model learnt at (sliding mode); None: unknown
         device=None,    # torch device; None: CUDA if available, else CPU
+        trained_on:str='unknown', # what the model learnt from: 'real', 'synthetic' or 'unknown' (`covseg.run.TRAINED_ON`)
     ):
         self.grid = tuple(int(g) for g in grid)
         if len(self.grid) != 3 or min(self.grid) < 1:
@@ -41,12 +42,15 @@ class Predictor:
         self.spacing = None if spacing is None else tuple(float(s) for s in spacing)
         if self.spacing is not None and (len(self.spacing) != 3 or min(self.spacing) <= 0):
             raise ValueError(f"spacing must be 3 positive values in mm (z, y, x), got {spacing}")
+        if trained_on not in TRAINED_ON: raise ValueError(f"trained_on must be one of {TRAINED_ON}, not {trained_on!r}")
+        self.trained_on = trained_on
         self.device = torch.device(device) if device is not None else _default_device()
         self.model = model.to(self.device).eval()
 
     def __repr__(self):
         sp = None if self.spacing is None else tuple(round(s, 3) for s in self.spacing)
-        return f"Predictor({type(self.model).__name__}, grid={self.grid}, spacing={sp}, device={self.device})"
+        return (f"Predictor({type(self.model).__name__}, grid={self.grid}, spacing={sp}, device={self.device}, "
+                f"trained_on={self.trained_on!r})")
 
 # %% ../nbs/30_infer.ipynb #c014
 TTA_AXES = (2,)   # tta=True: mirror along x (left-right), the one flip covseg's training augmentation applies
@@ -241,10 +245,11 @@ def from_run(cls:Predictor,
             )->Predictor:
     "The trained `R3DUNet` of a covseg run with the grid and spacing of its stage."
     run, stage, weights = locate(path, stage)
-    cfg, spacing = run.config(), None
+    cfg, spacing, synthetic = run.config(), None, None
     if run.data_file.is_file():                      # a run copied without it still predicts in paper mode
-        spacing = run.data().spacing.get(stage)
+        data = run.data()
+        spacing, synthetic = data.spacing.get(stage), data.synthetic
         if spacing is None: raise CovsegInputError(run.data_file, f"has no spacing for stage {stage}")
     sd = _read_weights(weights)                      # a file that is no state dict fails before the network is built
     model = load_weights(R3DUNet(cfg.n_classes), weights, sd)
-    return cls(model, cfg.stage(stage).grid, spacing, device)
+    return cls(model, cfg.stage(stage).grid, spacing, device, trained_on(synthetic))

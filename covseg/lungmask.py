@@ -16,12 +16,12 @@ from .transforms import (canonical_axes, to_canonical, from_canonical, obliquity
                                resample_to, MAX_OBLIQUE_DEG, AIR_HU)
 
 # %% auto #0
-__all__ = ['WORK_MM', 'LUNG_HU', 'MIN_LUNG_ML', 'MIN_FRAC', 'MIN_RADIUS_MM', 'COARSE_MM', 'AIRWAY_MAX_MM2', 'AIRWAY_MEDIAL_MM',
-           'AIRWAY_TOP_MM', 'SPLIT_MM', 'STRADDLE', 'CLOSING_MM', 'REACH_MM', 'CUBE', 'LUNG_COLOURS', 'block_factors',
-           'block_mean', 'upsample', 'plane_structure', 'reaches_edge', 'components', 'dist_mm', 'largest_air',
-           'find_airways', 'midline', 'pull_apart', 'split_lungs', 'slice_holes', 'fill_holes', 'closing_ball',
-           'hull_fill', 'slice_hulls', 'mediastinal_gap', 'mirror_x', 'pleural_envelope', 'refine_border',
-           'close_lungs', 'lung_steps', 'lung_mask', 'show_lungs']
+__all__ = ['WORK_MM', 'LUNG_HU', 'MIN_LUNG_ML', 'MIN_RADIUS_MM', 'PART_LUNG_ML', 'PART_RADIUS_MM', 'MIN_FRAC', 'COARSE_MM',
+           'AIRWAY_MAX_MM2', 'AIRWAY_MEDIAL_MM', 'AIRWAY_TOP_MM', 'SPLIT_MM', 'STRADDLE', 'CLOSING_MM', 'REACH_MM',
+           'CUBE', 'LUNG_COLOURS', 'block_factors', 'block_mean', 'upsample', 'plane_structure', 'reaches_edge',
+           'components', 'dist_mm', 'largest_air', 'find_airways', 'midline', 'pull_apart', 'split_lungs',
+           'slice_holes', 'fill_holes', 'closing_ball', 'hull_fill', 'slice_hulls', 'mediastinal_gap', 'mirror_x',
+           'pleural_envelope', 'refine_border', 'close_lungs', 'lung_steps', 'lung_mask', 'show_lungs']
 
 # %% ../nbs/32_lungmask.ipynb #c014
 WORK_MM = (2.5, 1.5, 1.5)   # target spacing (z, y, x) of the working grid, mm
@@ -80,9 +80,11 @@ def reaches_edge(mask:np.ndarray, # (z, y, x) bool
     return edge[lab]
 
 # %% ../nbs/32_lungmask.ipynb #c020
-MIN_LUNG_ML = 50.      # less air than this inside the body: no lungs in the study
+MIN_LUNG_ML = 50.      # a whole lung: at least this much air ...
+MIN_RADIUS_MM = 15.    # ... holding a ball of this radius; a table core or a fold of clothing does not
+PART_LUNG_ML = 10.     # part of a lung (the bases or apices of a study that ends there): at least this much air ...
+PART_RADIUS_MM = 5.    # ... holding a ball of this radius; less than that: no lungs in the study
 MIN_FRAC = 0.1         # a second air region (or lung) must have this fraction of the largest one's volume
-MIN_RADIUS_MM = 15.    # a lung holds a ball of this radius; a table core or a fold of clothing does not
 COARSE_MM = 4.         # spacing of the coarse grid for distance maps that need no precision, mm
 
 def components(mask:np.ndarray, structure=None)->tuple:
@@ -100,21 +102,21 @@ def largest_air(inside:np.ndarray, # bool: air inside the body, working grid
                 where='volume', # the study, for messages
                 min_frac:float=MIN_FRAC, # keep other thick components of at least this fraction of the largest
                )->np.ndarray: # bool
-    ("The thick air components inside the body: the largest and those of at least `min_frac` of its size; "
-     "`CovsegInputError` if none is lung-sized.")
-    lab, sizes = components(inside)
-    fc = block_factors(spacing, (COARSE_MM,)*3)
-    thick_c = dist_mm(block_mean(inside, fc) >= 0.5, tuple(s*k for s, k in zip(spacing, fc))) >= MIN_RADIUS_MM
-    thick = np.zeros(len(sizes), bool); thick[np.unique(lab[upsample(thick_c, fc, inside.shape) & inside])] = True
-    thick[0] = False
-    sizes = np.where(thick, sizes, 0)
-    ml = sizes.max(initial=0)*float(np.prod(spacing))/1000
-    if ml < MIN_LUNG_ML:
-        raise CovsegInputError(where, f"no lungs found: the largest air region inside the body that is at least "
-                                      f"{2*MIN_RADIUS_MM:.0f} mm thick holds {ml:.0f} mL "
-                                      f"(at least {MIN_LUNG_ML:.0f} mL expected). Is it a chest CT?")
-    keep = thick & (sizes >= min_frac*sizes.max())
-    return keep[lab]
+    ("The thick air components inside the body: the largest and those of at least `min_frac` of its size (whole "
+     "lungs, else part of one); `CovsegInputError` if there is no lung at all.")
+    lab, all_sizes = components(inside)
+    for radius, least in ((MIN_RADIUS_MM, MIN_LUNG_ML), (PART_RADIUS_MM, PART_LUNG_ML)):   # whole lungs, else a part
+        fc = block_factors(spacing, (COARSE_MM,)*3) if radius >= 2*COARSE_MM else (1, 1, 1)
+        thick_c = dist_mm(block_mean(inside, fc) >= 0.5, tuple(s*k for s, k in zip(spacing, fc))) >= radius
+        thick = np.zeros(len(all_sizes), bool); thick[np.unique(lab[upsample(thick_c, fc, inside.shape) & inside])] = True
+        thick[0] = False
+        sizes = np.where(thick, all_sizes, 0)
+        ml = sizes.max(initial=0)*float(np.prod(spacing))/1000
+        if ml >= least: return (thick & (sizes >= min_frac*sizes.max()))[lab]
+    raise CovsegInputError(where, f"no lungs found: the largest air region inside the body that is at least "
+                                  f"{2*PART_RADIUS_MM:.0f} mm thick holds {ml:.0f} mL (at least {PART_LUNG_ML:.0f} mL "
+                                  "expected, even for a study that holds only the lung bases or apices). Is it a "
+                                  "chest CT?")
 
 # %% ../nbs/32_lungmask.ipynb #c023
 AIRWAY_MAX_MM2 = 700.   # largest axial cross-section of trachea or main bronchus, mm²
@@ -414,7 +416,9 @@ def lung_mask(vol:Volume, # a chest CT in HU, any orientation and spacing
         return vol.with_array(resample_to(la, g, linear=False).array.astype(np.uint8))
     s = lung_steps(vol, infiltrate, closing_mm, threshold, work_mm, reach_mm)
     if s.f == (1, 1, 1): out = s.labels
-    else: out = refine_border(s.labels, s.air, s.outside | s.airways, s.hu, s.f, threshold, s.infiltrate_full)
+    else:                                                  # in the border zone too, infiltrate counts only in the envelope
+        inf = None if s.infiltrate_full is None else s.infiltrate_full & upsample(s.envelope > 0, s.f, s.hu.shape)
+        out = refine_border(s.labels, s.air, s.outside | s.airways, s.hu, s.f, threshold, inf)
     return vol.with_array(np.ascontiguousarray(from_canonical(out, vol.geometry.direction)))
 
 # %% ../nbs/32_lungmask.ipynb #c041

@@ -14,7 +14,8 @@ from .io import CovsegInputError, atomic_path
 from fastcore.basics import patch
 
 # %% auto #0
-__all__ = ['StageConfig', 'default_aug', 'TrainConfig', 'RunData', 'RunDir', 'locate']
+__all__ = ['TRAINED_ON', 'StageConfig', 'default_aug', 'TrainConfig', 'RunData', 'trained_on', 'training_note', 'RunDir',
+           'locate']
 
 # %% ../nbs/14_run.ipynb #r007
 @dataclass
@@ -82,6 +83,26 @@ class RunData:
     def from_dict(cls, d:dict):
         return cls(str(d['cache']), d.get('synthetic'),
                    {int(k): tuple(float(s) for s in v) for k, v in d.get('spacing', {}).items()})
+
+# %% ../nbs/14_run.ipynb #r015t
+TRAINED_ON = ('real', 'synthetic', 'unknown')
+
+def trained_on(synthetic:bool|None, # `RunData.synthetic`: True, False or None (not known)
+              )->str: # one of `TRAINED_ON`
+    "What a model was trained on, in one word: 'real', 'synthetic' or 'unknown'."
+    return 'unknown' if synthetic is None else 'synthetic' if synthetic else 'real'
+
+def training_note(what:str, # one of `TRAINED_ON`
+                 )->str|None: # the warning, None for a model trained on real CT
+    "The warning that every output of a model trained on `what` carries (None for real CT)."
+    if what not in TRAINED_ON: raise ValueError(f"trained_on must be one of {TRAINED_ON}, not {what!r}")
+    if what == 'synthetic':
+        return ("made by a model trained on SYNTHETIC phantoms only: not a clinical result; on real CT it marks "
+                "normal anatomy too")
+    if what == 'unknown':
+        return "made by a model whose training data are unknown (its run has no data.json): not a validated result"
+    return None
+
 
 # %% ../nbs/14_run.ipynb #r017
 class RunDir:

@@ -15,9 +15,9 @@ from .io import CovsegInputError, Volume, atomic_path, check_same_grid, HU_WINDO
 from .viewer import PAGE_CSS, display_orientation, orient_slice
 
 # %% auto #0
-__all__ = ['SEVERITY_BANDS', 'SCORE_MAX', 'SCALE', 'CONNECTIVITY', 'OUTSIDE_WARN', 'ROW_KEYS', 'severity_band', 'band_label',
-           'check_inputs', 'lesions', 'severity', 'pick_slices', 'display_slice', 'slices_png', 'write_report',
-           'report_row', 'severity_for']
+__all__ = ['SEVERITY_BANDS', 'SCORE_MAX', 'SCALE', 'CONNECTIVITY', 'SOFT_TISSUE_HU', 'LOBE_ML', 'OUTSIDE_WARN_ML', 'ROW_KEYS',
+           'severity_band', 'band_label', 'check_inputs', 'lesions', 'quality_warnings', 'severity', 'pick_slices',
+           'display_slice', 'slices_png', 'write_report', 'report_row', 'severity_for']
 
 # %% ../nbs/40_severity.ipynb #c006
 SEVERITY_BANDS = ((0, 0., 0., 'none'),       # no infiltrate voxel in the lung
@@ -94,8 +94,26 @@ def lesions(mask:np.ndarray, # infiltrate, bool (z, y, x)
         mask = keep[cc]
     return mask, np.sort(ml[~small])[::-1], int(small.sum()), float(ml[small].sum())
 
+# %% ../nbs/40_severity.ipynb #s40q1
+SOFT_TISSUE_HU = -100.   # an infiltrate mask whose median is denser than this is mostly soft tissue, HU
+LOBE_ML = 2000.          # no lung lobe of an adult holds more than about this, mL
+
+def quality_warnings(r:dict, # a `severity` result (its volumes, lesions and median HU)
+                    )->list: # one sentence per warning, each naming the number that triggered it
+    "Warnings about an infiltrate mask no chest CT can plausibly have: soft-tissue attenuation, a lesion larger than a lobe."
+    w = []
+    if r.get('infiltrate_median_hu') is not None and r['infiltrate_median_hu'] > SOFT_TISSUE_HU:
+        w.append(f"median attenuation of the infiltrate {r['infiltrate_median_hu']:.0f} HU, denser than "
+                 f"{SOFT_TISSUE_HU:g} HU: soft tissue (heart, vessels, muscle, liver) rather than ground glass "
+                 "(-750 to -300 HU) or a mix with consolidation; check the mask for false positives")
+    if r['largest_lesion_ml'] > LOBE_ML:
+        w.append(f"one connected lesion of {r['largest_lesion_ml'] / 1000:.1f} L, more than a lung lobe holds (about "
+                 f"{LOBE_ML / 1000:g} L at most): confluent disease across lobes, or false positives joined into one")
+    return w
+
+
 # %% ../nbs/40_severity.ipynb #c018
-OUTSIDE_WARN = 0.05   # warn when more than this fraction of the infiltrate lies outside the lung mask
+OUTSIDE_WARN_ML = 5.  # warn when more infiltrate than this (mL) lies outside the lung mask
 
 def _pct(a:int, b:int)->float|None: return None if b == 0 else float(100 * a / b)
 
@@ -119,14 +137,16 @@ def severity(infiltrate:Volume, # 0/1 infiltrate mask
     warnings = [f"the {side} lung is empty in the lung labels: no percentage or score for it, no total score"
                 for side, i in (('left', 1), ('right', 2)) if n_lung[i] == 0]
     total = int(inf.sum())
-    if total and n_inf[0] > OUTSIDE_WARN * total:
+    if ml(n_inf[0]) > OUTSIDE_WARN_ML:
         warnings.append(f"{ml(n_inf[0]):.1f} mL ({100 * n_inf[0] / total:.0f} %) of the infiltrate lies outside the "
-                        "lung mask and is not in the percentages: check the lung mask (dense consolidation left out?) "
-                        "and the infiltrate mask (false positives?)")
-    hu = None
-    if image is not None and total: hu = float(np.asarray(image.array)[inf].mean(dtype=np.float64))
+                        "lung field and is not in the percentages or the score: false positives (heart, liver, chest "
+                        "wall?) or dense lung the lung mask left out; look at the slices")
+    hu = med = None
+    if image is not None and total:
+        v = np.asarray(image.array)[inf]
+        hu, med = float(v.mean(dtype=np.float64)), float(np.median(v))
     both = None if score['left'] is None or score['right'] is None else score['left'] + score['right']
-    return dict(spacing_mm=list(sp), size=[int(s) for s in infiltrate.geometry.size], voxel_ml=voxel_ml,
+    r = dict(spacing_mm=list(sp), size=[int(s) for s in infiltrate.geometry.size], voxel_ml=voxel_ml,
                 connectivity=CONNECTIVITY, min_lesion_ml=float(min_lesion_ml), specks_removed=n_specks,
                 specks_ml=specks_ml,
                 lung_right_ml=ml(n_lung[2]), lung_left_ml=ml(n_lung[1]), lungs_ml=ml(n_lung[1] + n_lung[2]),
@@ -134,10 +154,13 @@ def severity(infiltrate:Volume, # 0/1 infiltrate mask
                 outside_lung_ml=ml(n_inf[0]),
                 percent_right=pct['right'], percent_left=pct['left'], percent_lungs=pct['lungs'],
                 n_lesions=int(len(vols)), largest_lesion_ml=float(vols[0]) if len(vols) else 0., infiltrate_mean_hu=hu,
+                infiltrate_median_hu=med,
                 score_right=score['right'], score_left=score['left'], score=both, score_max=SCORE_MAX,
                 band_right=band_label(score['right']), band_left=band_label(score['left']),
                 band_lungs=band_label(score['lungs']),
                 scale=SCALE, warnings=warnings)
+    r['warnings'] = warnings + quality_warnings(r)
+    return r
 
 # %% ../nbs/40_severity.ipynb #c026
 def pick_slices(infiltrate:np.ndarray, # bool (z, y, x)
@@ -217,11 +240,12 @@ def _out_paths(out)->dict:
     if out.suffix.lower() in ('.json', '.html'): out = out.with_suffix('')
     return {'json': out.with_name(out.name + '.json'), 'html': out.with_name(out.name + '.html')}
 
-def _report_html(r:dict, png:bytes, title:str, synthetic:bool)->str:
+def _report_html(r:dict, png:bytes, title:str, synthetic:bool, model_note:str|None=None)->str:
     e = html.escape
     H = [f"<!doctype html><html><head><meta charset='utf-8'><title>{e(title or 'covseg severity report')}</title>"
          f"<style>{PAGE_CSS}</style></head><body>",
          f"<h1>{e(title or 'covseg severity report')}</h1>"]
+    if model_note: H.append(f"<p class='banner'>This infiltrate mask was {e(model_note)}.</p>")
     if synthetic:
         H.append("<p class='banner'>SYNTHETIC data: these numbers come from a procedurally generated phantom, "
                  "not from a patient.</p>")
@@ -244,10 +268,11 @@ def _report_html(r:dict, png:bytes, title:str, synthetic:bool)->str:
     H += t
     sp = ' x '.join(f"{s:.2f}" for s in r['spacing_mm'])
     other = [('infiltrate in total (mL)', _f(r['infiltrate_ml'])),
-             ('of it outside the lung mask (mL, not in the percentages)', _f(r['outside_lung_ml'], '.2f')),
+             ('of it outside the lung field (mL, not in the percentages or the score)', _f(r['outside_lung_ml'], '.2f')),
              (f"lesions (3D, {r['connectivity']}-connected)", str(r['n_lesions'])),
              ('largest lesion (mL)', _f(r['largest_lesion_ml'])),
-             ('mean attenuation of the infiltrate (HU)', _f(r['infiltrate_mean_hu'], '.0f')),
+             ('mean / median attenuation of the infiltrate (HU)',
+              f"{_f(r['infiltrate_mean_hu'], '.0f')} / {_f(r.get('infiltrate_median_hu'), '.0f')}"),
              ('specks removed (components under the threshold)',
               f"{r['specks_removed']} ({_f(r['specks_ml'], '.2f')} mL; threshold {r['min_lesion_ml']:g} mL)"),
              ('voxel spacing (mm, z x y x x)', sp)]
@@ -282,6 +307,7 @@ def write_report(result:dict, # from `severity`
                  out, # path without suffix: writes OUT.json and OUT.html
                  title:str='', # heading of the page, e.g. the study id
                  synthetic:bool=False, # add a red "SYNTHETIC data" banner
+                 model_note:str|None=None, # a red banner about the model (`covseg.run.training_note`), also in the JSON
                  n_slices:int=4, # axial slices shown
                  overwrite:bool=True, # replace existing files
                 )->dict: # {'json': path, 'html': path}
@@ -297,10 +323,10 @@ def write_report(result:dict, # from `severity`
     inf = lesions(inf, result['voxel_ml'], result.get('min_lesion_ml', 0.))[0]
     png = slices_png(image, inf, lab, pick_slices(inf, lab, g.spacing, n_slices), synthetic)
     paths = _out_paths(out)
-    doc = dict(result, title=title, synthetic=bool(synthetic))
+    doc = dict(result, title=title, synthetic=bool(synthetic), **({'model_note': model_note} if model_note else {}))
     with atomic_path(paths['json'], overwrite=overwrite) as t: t.write_text(json.dumps(doc, indent=2, allow_nan=False))
     with atomic_path(paths['html'], overwrite=overwrite) as t:
-        t.write_text(_report_html(result, png, title, synthetic), encoding='utf-8')
+        t.write_text(_report_html(result, png, title, synthetic, model_note), encoding='utf-8')
     return paths
 
 # %% ../nbs/40_severity.ipynb #c038
