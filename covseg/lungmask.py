@@ -20,8 +20,8 @@ __all__ = ['WORK_MM', 'LUNG_HU', 'MIN_LUNG_ML', 'MIN_RADIUS_MM', 'PART_LUNG_ML',
            'AIRWAY_MAX_MM2', 'AIRWAY_MEDIAL_MM', 'AIRWAY_TOP_MM', 'SPLIT_MM', 'STRADDLE', 'CLOSING_MM', 'REACH_MM',
            'CUBE', 'LUNG_COLOURS', 'block_factors', 'block_mean', 'upsample', 'plane_structure', 'reaches_edge',
            'components', 'dist_mm', 'largest_air', 'find_airways', 'midline', 'pull_apart', 'split_lungs',
-           'slice_holes', 'fill_holes', 'closing_ball', 'hull_fill', 'slice_hulls', 'mediastinal_gap', 'mirror_x',
-           'pleural_envelope', 'refine_border', 'close_lungs', 'lung_steps', 'lung_mask', 'show_lungs']
+           'slice_holes', 'fill_holes', 'closing_ball', 'hull_fill', 'slice_hulls', 'mediastinal_gap', 'between_in_z',
+           'mirror_x', 'pleural_envelope', 'refine_border', 'close_lungs', 'lung_steps', 'lung_mask', 'show_lungs']
 
 # %% ../nbs/32_lungmask.ipynb #c014
 WORK_MM = (2.5, 1.5, 1.5)   # target spacing (z, y, x) of the working grid, mm
@@ -266,6 +266,17 @@ def mediastinal_gap(lungs:np.ndarray, # uint8 1 left / 2 right, canonical (x tow
     hi = np.where(lmin < nx, lmin, mid)[..., None]
     return (xs > lo) & (xs < hi)
 
+def between_in_z(lungs:np.ndarray, # uint8 lung labels (or bool), canonical
+                 spacing:tuple, # (z, y, x) spacing, mm
+                 reach_mm:float, # look this far up and down, mm
+                )->np.ndarray: # bool: voxels with lung both above and below them in their (y, x) column
+    "Voxels that have lung within `reach_mm` above and within `reach_mm` below them: inside a lung's vertical extent."
+    m = np.asarray(lungs) > 0
+    above, below = np.zeros_like(m), np.zeros_like(m)
+    for k in range(1, int(math.ceil(reach_mm/spacing[0])) + 1):
+        above[:-k] |= m[k:]; below[k:] |= m[:-k]
+    return above & below & ~m
+
 def mirror_x(a:np.ndarray, # (z, y, x), canonical
              mid:float, # the mirror plane x (index units)
             )->np.ndarray: # `a` reflected left-right about `mid` (False/0 where the reflection leaves the grid)
@@ -283,8 +294,9 @@ def pleural_envelope(lungs:np.ndarray, # uint8 1 left / 2 right: the aerated lun
                      reach_mm:float=REACH_MM, # at most this far from the lung's aerated part, mm
                     )->np.ndarray: # uint8: where lung 1 / 2 may extend over dense tissue; 0 nowhere
     ("Where each lung may hold dense lung its air does not show: inside its axial convex hull, within `reach_mm` of its "
-     "air, in the body, not between the lungs; a lung with no air takes the mirror image of the other's neighbourhood.")
-    gap = mediastinal_gap(lungs, mid)
+     "air, in the body, not between the lungs unless lung lies above and below; a lung with no air takes the mirror "
+     "image of the other's neighbourhood.")
+    gap = mediastinal_gap(lungs, mid) & ~between_in_z(lungs, spacing, reach_mm)   # lung above and below: not mediastinum
     env = np.zeros(lungs.shape, np.uint8)
     found = [k for k in (1, 2) if (lungs == k).any()]
     for k in found:

@@ -15,9 +15,9 @@ from .io import CovsegInputError, Volume, atomic_path, check_same_grid, HU_WINDO
 from .viewer import PAGE_CSS, display_orientation, orient_slice
 
 # %% auto #0
-__all__ = ['SEVERITY_BANDS', 'SCORE_MAX', 'SCALE', 'CONNECTIVITY', 'SOFT_TISSUE_HU', 'LOBE_ML', 'OUTSIDE_WARN_ML', 'ROW_KEYS',
-           'severity_band', 'band_label', 'check_inputs', 'lesions', 'quality_warnings', 'severity', 'pick_slices',
-           'display_slice', 'slices_png', 'write_report', 'report_row', 'severity_for']
+__all__ = ['SEVERITY_BANDS', 'SCORE_MAX', 'SCALE', 'CONNECTIVITY', 'SOFT_TISSUE_HU', 'LOBE_ML', 'OUTSIDE_WARN_ML', 'OUTSIDE_WARN',
+           'ROW_KEYS', 'severity_band', 'band_label', 'check_inputs', 'lesions', 'quality_warnings', 'severity',
+           'pick_slices', 'display_slice', 'slices_png', 'write_report', 'report_row', 'severity_for']
 
 # %% ../nbs/40_severity.ipynb #c006
 SEVERITY_BANDS = ((0, 0., 0., 'none'),       # no infiltrate voxel in the lung
@@ -95,7 +95,7 @@ def lesions(mask:np.ndarray, # infiltrate, bool (z, y, x)
     return mask, np.sort(ml[~small])[::-1], int(small.sum()), float(ml[small].sum())
 
 # %% ../nbs/40_severity.ipynb #s40q1
-SOFT_TISSUE_HU = -100.   # an infiltrate mask whose median is denser than this is mostly soft tissue, HU
+SOFT_TISSUE_HU = -200.   # an infiltrate mask whose median is denser than this is mostly soft tissue or fat, HU
 LOBE_ML = 2000.          # no lung lobe of an adult holds more than about this, mL
 
 def quality_warnings(r:dict, # a `severity` result (its volumes, lesions and median HU)
@@ -104,8 +104,8 @@ def quality_warnings(r:dict, # a `severity` result (its volumes, lesions and med
     w = []
     if r.get('infiltrate_median_hu') is not None and r['infiltrate_median_hu'] > SOFT_TISSUE_HU:
         w.append(f"median attenuation of the infiltrate {r['infiltrate_median_hu']:.0f} HU, denser than "
-                 f"{SOFT_TISSUE_HU:g} HU: soft tissue (heart, vessels, muscle, liver) rather than ground glass "
-                 "(-750 to -300 HU) or a mix with consolidation; check the mask for false positives")
+                 f"{SOFT_TISSUE_HU:g} HU: soft tissue or fat (heart, vessels, liver, muscle) rather than ground glass "
+                 "(-750 to -300 HU); check the mask for false positives (or disease that is all consolidation)")
     if r['largest_lesion_ml'] > LOBE_ML:
         w.append(f"one connected lesion of {r['largest_lesion_ml'] / 1000:.1f} L, more than a lung lobe holds (about "
                  f"{LOBE_ML / 1000:g} L at most): confluent disease across lobes, or false positives joined into one")
@@ -113,7 +113,8 @@ def quality_warnings(r:dict, # a `severity` result (its volumes, lesions and med
 
 
 # %% ../nbs/40_severity.ipynb #c018
-OUTSIDE_WARN_ML = 5.  # warn when more infiltrate than this (mL) lies outside the lung mask
+OUTSIDE_WARN_ML = 5.  # warn when more infiltrate than this (mL) lies outside the lung mask ...
+OUTSIDE_WARN = 1/3    # ... and that is more than this fraction of the infiltrate
 
 def _pct(a:int, b:int)->float|None: return None if b == 0 else float(100 * a / b)
 
@@ -137,7 +138,7 @@ def severity(infiltrate:Volume, # 0/1 infiltrate mask
     warnings = [f"the {side} lung is empty in the lung labels: no percentage or score for it, no total score"
                 for side, i in (('left', 1), ('right', 2)) if n_lung[i] == 0]
     total = int(inf.sum())
-    if ml(n_inf[0]) > OUTSIDE_WARN_ML:
+    if ml(n_inf[0]) > OUTSIDE_WARN_ML and n_inf[0] > OUTSIDE_WARN * total:
         warnings.append(f"{ml(n_inf[0]):.1f} mL ({100 * n_inf[0] / total:.0f} %) of the infiltrate lies outside the "
                         "lung field and is not in the percentages or the score: false positives (heart, liver, chest "
                         "wall?) or dense lung the lung mask left out; look at the slices")
@@ -332,7 +333,7 @@ def write_report(result:dict, # from `severity`
 # %% ../nbs/40_severity.ipynb #c038
 ROW_KEYS = ('lungs_ml', 'lung_right_ml', 'lung_left_ml', 'infiltrate_ml', 'infiltrate_right_ml', 'infiltrate_left_ml',
             'outside_lung_ml', 'percent_right', 'percent_left', 'percent_lungs', 'n_lesions', 'largest_lesion_ml',
-            'infiltrate_mean_hu',
+            'infiltrate_mean_hu', 'infiltrate_median_hu',
             'score_right', 'score_left', 'score', 'band_right', 'band_left', 'band_lungs', 'min_lesion_ml')
 
 def report_row(result:dict, # from `severity`
