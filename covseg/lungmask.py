@@ -18,10 +18,11 @@ from .transforms import (canonical_axes, to_canonical, from_canonical, obliquity
 # %% auto #0
 __all__ = ['WORK_MM', 'LUNG_HU', 'MIN_LUNG_ML', 'MIN_RADIUS_MM', 'PART_LUNG_ML', 'PART_RADIUS_MM', 'MIN_FRAC', 'COARSE_MM',
            'AIRWAY_MAX_MM2', 'AIRWAY_MEDIAL_MM', 'AIRWAY_TOP_MM', 'SPLIT_MM', 'STRADDLE', 'CLOSING_MM', 'REACH_MM',
-           'CUBE', 'LUNG_COLOURS', 'block_factors', 'block_mean', 'upsample', 'plane_structure', 'reaches_edge',
-           'components', 'dist_mm', 'largest_air', 'find_airways', 'midline', 'pull_apart', 'split_lungs',
-           'slice_holes', 'fill_holes', 'closing_ball', 'hull_fill', 'slice_hulls', 'mediastinal_gap', 'between_in_z',
-           'mirror_x', 'pleural_envelope', 'refine_border', 'close_lungs', 'lung_steps', 'lung_mask', 'show_lungs']
+           'CUBE', 'JOIN_FRAC', 'LUNG_COLOURS', 'block_factors', 'block_mean', 'upsample', 'plane_structure',
+           'reaches_edge', 'components', 'dist_mm', 'largest_air', 'find_airways', 'midline', 'pull_apart',
+           'split_lungs', 'slice_holes', 'fill_holes', 'closing_ball', 'hull_fill', 'slice_hulls', 'mediastinal_gap',
+           'between_in_z', 'mirror_x', 'pleural_envelope', 'refine_border', 'close_lungs', 'joining', 'lung_steps',
+           'lung_mask', 'show_lungs']
 
 # %% ../nbs/32_lungmask.ipynb #c014
 WORK_MM = (2.5, 1.5, 1.5)   # target spacing (z, y, x) of the working grid, mm
@@ -372,6 +373,22 @@ def close_lungs(lungs:np.ndarray, # uint8 1 left / 2 right, canonical working gr
         out[box][mb] = k
     return out
 
+JOIN_FRAC = 0.25   # a predicted lesion joins the lungs only if at least this fraction of it lies in lung or envelope
+
+def joining(infiltrate:np.ndarray, # bool: the predicted infiltrate, canonical working grid
+            aerated:np.ndarray, # uint8 1 left / 2 right: the aerated lungs, closed and filled
+            envelope:np.ndarray, # uint8: `pleural_envelope`
+            join_frac:float=JOIN_FRAC, # least fraction of a lesion inside lung or envelope for it to join
+           )->np.ndarray: # uint8: the lung (1/2) each joining infiltrate voxel outside the aerated lungs is added to
+    ("The infiltrate voxels that join a lung: in its envelope, outside its air, and part of a 26-connected lesion that "
+     "lies mostly in the lungs (at least `join_frac` of it in lung or envelope).")
+    lab, n = ndi.label(infiltrate, CUBE)
+    ok = (aerated > 0) | (envelope > 0)
+    size = np.bincount(lab.ravel(), minlength=n + 1)
+    inside = np.bincount(lab.ravel(), weights=ok.ravel(), minlength=n + 1)
+    keep = inside >= join_frac*np.maximum(size, 1); keep[0] = False
+    return np.where(keep[lab] & (aerated == 0), envelope, 0).astype(np.uint8)
+
 def lung_steps(vol:Volume, # a chest CT in HU
                # predicted infiltrate (`Volume` or bool (z, y, x) array on `vol`'s grid), added to the lungs
                infiltrate=None,
@@ -401,7 +418,7 @@ def lung_steps(vol:Volume, # a chest CT in HU
     labels, inf_full, inf_w = aerated, None, None
     if infiltrate is not None:                                 # infiltrate in the envelope joins its lung
         inf_full = to_canonical(_infiltrate_array(infiltrate, vol), g.direction)
-        inf_w = np.where((block_mean(inf_full, f) >= 0.5) & (aerated == 0), env, 0).astype(np.uint8)
+        inf_w = joining(block_mean(inf_full, f) >= 0.5, aerated, env)
         if inf_w.any():
             grown = close_lungs(np.where(aerated > 0, aerated, inf_w), body, airways, wsp, closing_mm)
             labels = np.where(aerated > 0, aerated, np.where(grown == env, grown, 0)).astype(np.uint8)
@@ -428,8 +445,9 @@ def lung_mask(vol:Volume, # a chest CT in HU, any orientation and spacing
         return vol.with_array(resample_to(la, g, linear=False).array.astype(np.uint8))
     s = lung_steps(vol, infiltrate, closing_mm, threshold, work_mm, reach_mm)
     if s.f == (1, 1, 1): out = s.labels
-    else:                                                  # in the border zone too, infiltrate counts only in the envelope
-        inf = None if s.infiltrate_full is None else s.infiltrate_full & upsample(s.envelope > 0, s.f, s.hu.shape)
+    else:                               # in the border zone, infiltrate counts only in the envelope, next to what joined
+        near = ndi.binary_dilation(s.infiltrate > 0, CUBE) & (s.envelope > 0) if s.infiltrate is not None else None
+        inf = None if near is None else s.infiltrate_full & upsample(near, s.f, s.hu.shape)
         out = refine_border(s.labels, s.air, s.outside | s.airways, s.hu, s.f, threshold, inf)
     return vol.with_array(np.ascontiguousarray(from_canonical(out, vol.geometry.direction)))
 
