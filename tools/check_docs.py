@@ -6,7 +6,9 @@
    Quarto would publish, the HTML viewers of `nbs/31_viewer.ipynb` among them.
 2. The Quarto configuration must not drop cell outputs (`output: false` / `include: false` at site level).
 3. Every processed notebook is rendered to HTML with nbconvert (no execution).
-4. Every rendered page that holds covseg viewers is loaded in headless Chromium and every viewer is worked
+4. The hand-written sidebar (`nbs/sidebar.yml`, `custom_sidebar = true`) and the front page's notebook table must
+   each name every notebook exactly once, the table as a link.
+5. Every rendered page that holds covseg viewers is loaded in headless Chromium and every viewer is worked
    (slider, overlay toggles, window, display mode: each must change the picture; no JavaScript errors),
    and the viewer notebook must hold at least one viewer.
 
@@ -61,6 +63,25 @@ def check_quarto_config(failures:list):
                 if d.get(k) is False: failures.append(f"nbs/{n}: {where}.{k}: false drops every cell output, the HTML viewers too")
 
 
+def check_navigation(failures:list):
+    "Every notebook once in the sidebar and once, linked, in the front page's notebook table."
+    import json, yaml
+    nbs = root/'nbs'
+    names = sorted(p.name for p in nbs.glob('[!_.]*.ipynb'))
+    def walk(items):
+        for it in items or []:
+            if isinstance(it, str): yield it
+            elif isinstance(it, dict): yield from walk(it.get('contents'))
+    side = list(walk(((yaml.safe_load((nbs/'sidebar.yml').read_text()) or {}).get('website') or {}).get('sidebar', {}).get('contents')))
+    for n in names:
+        if side.count(n) != 1: failures.append(f"nbs/sidebar.yml lists {n} {side.count(n)} times (once expected)")
+    for n in sorted(set(side) - set(names)): failures.append(f"nbs/sidebar.yml lists {n}, which is not a notebook in nbs/")
+    index = '\n'.join(''.join(c['source']) for c in json.loads((nbs/'index.ipynb').read_text())['cells'])
+    for n in names:
+        if n != 'index.ipynb' and index.count(f"| [{n[:-6]}]({n}) |") != 1:
+            failures.append(f"nbs/index.ipynb: the notebook table has no linked row for {n} ('| [{n[:-6]}]({n}) |')")
+
+
 def _html_of(output)->str:
     h = output.get('data', {}).get('text/html', '')
     return h if isinstance(h, str) else ''.join(h)
@@ -93,6 +114,7 @@ def main():
     proc_nbs(failures, notes)
     t_proc = time.time() - t0
     check_quarto_config(failures)
+    check_navigation(failures)
     out = Path(args.keep) if args.keep else Path(tempfile.mkdtemp(prefix='covseg-docs-'))
     out.mkdir(parents=True, exist_ok=True)
     try:
