@@ -47,7 +47,7 @@ def proc_nbs(failures:list, notes:list):
         for n, b in before.items():
             if (nbs/n).read_bytes() != b:
                 (nbs/n).write_bytes(b)
-                notes.append(f"nbdev-proc-nbs rewrote nbs/{n} (as nbdev-docs would before publishing); restored the committed version")
+                notes.append(f"nbdev-proc-nbs (forced) rewrote nbs/{n}; restored the committed version")
 
 
 def check_quarto_config(failures:list):
