@@ -14,7 +14,7 @@ import pandas as pd
 import matplotlib.pyplot as plt
 from .io import CovsegInputError, atomic_path, read_image, HU_WINDOW
 from .run import RunDir, TrainConfig
-from .evaluate import eval_cases, mode_comparison
+from .evaluate import eval_cases, mode_comparison, modes_note
 from .metrics import paper_table, micro_dice, markdown_table, PAPER_TABLE3, dataset_order
 from .viewer import SliceViewer, PAGE_CSS, display_orientation, orient_slice
 
@@ -263,7 +263,9 @@ def report_blocks(run_dir, viewer_mode:str='paper')->list:
               Table(paper_table(c, 'nsd', synthetic),
                     f"Table 2: normalised surface Dice (3 mm), covseg ({m} mode) and the paper"),
               Table(micro, f"Micro-averaged Dice ({m} mode){tag}")]
-    if len(modes) > 1: B.append(Table(mode_comparison(allc), 'Inference modes compared (mean per dataset)' + tag))
+    if len(modes) > 1:
+        B.append(Table(mode_comparison(allc), 'Inference modes compared (mean per dataset)' + tag))
+        if (note := modes_note(allc)): B.append(Para(note, 'small'))
     lt = _lung_table(run)
     if len(lt): B.append(Table(lt, "covseg's lung masks (with the predicted infiltrate) against the dataset's own lung "
                                    f"masks, Dice and NSD at 1 mm{tag}"))
