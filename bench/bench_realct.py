@@ -125,8 +125,9 @@ def write(df:pd.DataFrame, ho:pd.DataFrame, run:Path):
                      f"({r.field_dense:.1f} %) | {r.body_L:.2f} L | {r.worst_L:.2f} L ({r.worst_dense:.1f} %) | {r.rim:.3f} | "
                      f"{r.infiltrate_ml:.0f} mL | {r.outside_ml:.0f} mL | {f(r.percent)} % ({r.score}/10) | "
                      f"{f(r.median_hu, 0)} | {r.largest_ml/1000:.2f} L | {r.warnings} | {r.seg} | {r.seconds:.0f} |")
-    lines += ['', f"Before issue 23 the same demo run called normal001 48.6 % involved (score 6/10) in a \"lung\" of 7.2 L "
-                  "grown over the heart, with no warning. Every number here is made with a synthetic-trained network, "
+    lines += ['', "Before the pleural envelope (issue 23) the same demo run's false positives grew the lungs over the heart "
+                  "and the liver and were counted as disease, with no warning. Every number here is made with a "
+                  "synthetic-trained network, "
                   "and every output it wrote says so (result JSON, page banner, SEG content label `COVSEG_SYNTHETIC`).", '',
               f"Quality warnings on the run's synthetic hold-out studies ({', '.join(f'{k} {v}' for k, v in n_ho.items())}"
               f"; **synthetic data**): " + (', '.join(f"{k}: {v} studies" for k, v in fired.items()) or 'none fired') +
