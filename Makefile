@@ -13,7 +13,7 @@ DEMO_LESION_MM ?= 25-60
 DEMO_RUN ?= runs/demo
 DEMO_SEED ?= 42
 
-.PHONY: install demo test nbtest check-sync clean-outputs browser docs-check gpu-check repo-check gpu-kit gpu-rehearsal test-slow
+.PHONY: install demo docs test nbtest check-sync clean-outputs browser docs-check gpu-check repo-check gpu-kit gpu-rehearsal test-slow
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || python3 -m venv $(VENV)
@@ -33,7 +33,17 @@ demo: $(STAMP)
 	$(BIN)/covseg train $(DEMO_CACHE) $(DEMO_RUN) --profile demo --set seed=$(DEMO_SEED)
 	$(BIN)/covseg evaluate $(DEMO_RUN) --mode both --report
 
-# Notebook tests (cells flagged cuda/data/slow are skipped), the docs check, then the check that
+# The documentation's outputs: every notebook executed as the tests execute it, plus the cells flagged `demo`, which
+# show the demo run (made first when it is missing: ~15 min on 2 cores); the training chapter runs on the demo run as a
+# user runs it. Into _exec/nbs/ (never committed: made from the code of this commit, so never stale), then rendered
+# (nbconvert here, Quarto on GitHub: `nbdev-docs --path _exec/nbs`) and checked as a reader sees it; screenshots
+# in _exec/html/screenshots/.
+docs: $(STAMP) browser
+	@test -f $(DEMO_RUN)/eval/cases.csv || $(MAKE) demo
+	$(PY) tools/make_docs.py --run $(DEMO_RUN) --cache $(DEMO_CACHE)
+	$(PY) tools/check_docs.py --nbs _exec/nbs --reader --keep _exec/html
+
+# Notebook tests (cells flagged cuda/data/net/slow/demo are skipped), the docs check, then the check that
 # notebooks are clean and the exported library is in step with them. The notebooks that train the
 # 70 M-parameter model (3-10 GB of RAM each, the distributed one with two processes) run one at a
 # time after the others, each in a fresh process, so that two of them never meet in memory: side by
@@ -100,4 +110,4 @@ gpu-rehearsal: $(STAMP)
 test-slow: gpu-kit gpu-rehearsal
 
 clean-outputs:
-	rm -rf $(DEMO_DATA) $(DEMO_CACHE) $(DEMO_RUN) _proc _docs
+	rm -rf $(DEMO_DATA) $(DEMO_CACHE) $(DEMO_RUN) _proc _docs _exec

@@ -19,8 +19,9 @@ from .metrics import paper_table, micro_dice, markdown_table, PAPER_TABLE3, data
 from .viewer import SliceViewer, PAGE_CSS, display_orientation, orient_slice
 
 # %% auto #0
-__all__ = ['SYNTHETIC_BANNER', 'pick_cases', 'key_slice', 'draw_panel', 'case_volumes', 'figure2', 'curves_figure', 'Block',
-           'Heading', 'Para', 'Table', 'Image', 'Viewer', 'to_html', 'to_markdown', 'report_blocks', 'report']
+__all__ = ['SYNTHETIC_BANNER', 'pick_cases', 'key_slice', 'draw_panel', 'case_volumes', 'figure2', 'case_viewers',
+           'overview_figure', 'curves_figure', 'Block', 'Heading', 'Para', 'Table', 'Image', 'Viewer', 'to_html',
+           'to_markdown', 'report_blocks', 'report']
 
 # %% ../nbs/34_report.ipynb #c006
 def pick_cases(cases:pd.DataFrame, metric:str='dice')->pd.DataFrame:
@@ -79,6 +80,48 @@ def figure2(cases:pd.DataFrame, masks_dir, synthetic:bool, out_png=None, metric:
     fig.tight_layout()
     if out_png:
         with atomic_path(out_png) as t: fig.savefig(t, dpi=110, format='png')
+    return fig
+
+# %% ../nbs/34_report.ipynb #c012w
+def case_viewers(run_dir, mode:str='paper', pick:str='median', volumes:dict|None=None)->list:
+    "A `SliceViewer` per dataset of the run's `pick` case ('best', 'median', 'worst') in `mode`, with its Dice and NSD."
+    run = RunDir(run_dir)
+    allc, data = run.cases(), run.data()
+    synthetic = bool(allc.synthetic.any() or data.synthetic)
+    c = allc[allc['mode'] == mode].merge(eval_cases(data.cache)[['dataset', 'case_id', 'image', 'mask']],
+                                         on=['dataset', 'case_id'], how='left')
+    picks = pick_cases(c) if len(c) else c
+    out = []
+    for _, r in (picks[picks.pick == pick].iterrows() if len(picks) else []):
+        split = 'tuning' if r['dataset'] == 'ricord' else 'hold-out'
+        out.append(SliceViewer(*case_volumes(r, run.masks_dir(mode), volumes),
+                               title=f"{r['dataset']} {r['case_id']}, {pick} {split} case{' — SYNTHETIC' if synthetic else ''}",
+                               note=f"whole case ({mode} mode): Dice {r['dice']:.3f}, NSD {r['nsd']:.3f}"))
+    return out
+
+# %% ../nbs/34_report.ipynb #c012z
+def overview_figure(run_dir, mode:str='paper', out_png=None):
+    "One row: per dataset the run's median case in `mode`, key slice, reference red and prediction green."
+    run = RunDir(run_dir)
+    allc, data = run.cases(), run.data()
+    synthetic = bool(allc.synthetic.any() or data.synthetic)
+    c = allc[allc['mode'] == mode].merge(eval_cases(data.cache)[['dataset', 'case_id', 'image', 'mask']],
+                                         on=['dataset', 'case_id'], how='left')
+    picks = pick_cases(c) if len(c) else c
+    picks = picks[picks.pick == 'median'] if len(picks) else picks
+    if not len(picks): raise CovsegInputError(run.cases_csv, f"no {mode}-mode case with a defined Dice to show")
+    fig, axs = plt.subplots(1, len(picks), figsize=(3.2 * len(picks), 3.6), squeeze=False)
+    for ax, (_, r) in zip(axs[0], picks.iterrows()):
+        img, gt, pr = case_volumes(r, run.masks_dir(mode))
+        k = key_slice(gt.array, pr.array)
+        split = 'tuning' if r['dataset'] == 'ricord' else 'hold-out'
+        draw_panel(ax, img.array, gt.array > 0, pr.array > 0, k, img.geometry,
+                   f"{r['dataset']} ({split}), Dice {r['dice']:.2f}")
+    fig.suptitle('Reference (red) and the trained model (green), median case per dataset' +
+                 ('\nSYNTHETIC phantoms (the demo run): not a result of the paper' if synthetic else ''), fontsize=10)
+    fig.tight_layout()
+    if out_png:
+        with atomic_path(out_png) as t: fig.savefig(t, dpi=100, format='png')
     return fig
 
 # %% ../nbs/34_report.ipynb #c014
@@ -279,11 +322,7 @@ def report_blocks(run_dir, viewer_mode:str='paper')->list:
     B += [Heading(2, f'Slice viewers ({viewer_mode} mode, median case per dataset)'),
           Para('Reference red, prediction green; move the slider, toggle the overlays.', only='html'),
           Para('Open `report.html` in a browser for the interactive viewers.', only='md')]
-    picks = pick_cases(allc[allc['mode'] == viewer_mode]) if viewer_mode in modes else pd.DataFrame()
-    for _, r in (picks[picks.pick == 'median'].iterrows() if len(picks) else []):
-        title = f"{r['dataset']} {r['case_id']} (Dice {r['dice']:.3f}){' SYNTHETIC' if synthetic else ''}"
-        v = SliceViewer(*case_volumes(r, run.masks_dir(viewer_mode), vols), title=title)
-        B.append(Viewer(r['dataset'], v._repr_html_()))
+    for v in case_viewers(run.path, viewer_mode, volumes=vols): B.append(Viewer(v.title.split()[0], v._repr_html_()))
     return B + [Para('covseg is a research tool, not a certified medical device.', 'small')]
 
 # %% ../nbs/34_report.ipynb #c017g

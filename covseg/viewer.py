@@ -6,7 +6,7 @@ Docs: https://covseg.github.io/covseg/viewer.html.md"""
 
 # %% ../nbs/31_viewer.ipynb #c002
 from __future__ import annotations
-import base64, html, io, json, math, uuid
+import base64, hashlib, html, io, itertools, json, math
 from pathlib import Path
 import numpy as np
 from PIL import Image
@@ -126,6 +126,7 @@ class SliceViewer:
                  truth=None, # ground-truth mask on the same grid, or None
                  pred=None, # predicted mask on the same grid, or None
                  title:str='', # shown above the viewer
+                 note:str='', # one line under the title (for example the whole case's Dice and NSD)
                  max_size:int=256, # most display pixels on a slice's longer side
                  spacing=None, # mm (z, y, x) for array input (default 1 mm); a `Volume` brings its own
                  max_slices:int=80, # most slices embedded in the HTML viewer (every k-th slice beyond)
@@ -139,7 +140,8 @@ class SliceViewer:
         if g is not None and spacing is not None:
             raise ValueError("`spacing` is for array input: a Volume brings its own")
         if codec not in ('webp', 'png'): raise ValueError(f"codec must be 'webp' or 'png', got {codec!r}")
-        self.image, self.title, self.max_size, self.max_slices = img, str(title), int(max_size), int(max_slices)
+        self.image, self.title, self.note = img, str(title), str(note)
+        self.max_size, self.max_slices = int(max_size), int(max_slices)
         self.codec, self.quality = codec, int(quality)
         sp = g.spacing if g is not None else (1., 1., 1.) if spacing is None else spacing
         self.spacing = tuple(float(s) for s in sp)
@@ -322,7 +324,10 @@ def _payload(self:SliceViewer)->dict:
         else: masks.append(None)
         dice.append(self.dice_text(z))
     h, w = self.display_shape
-    return dict(w=w, h=h, nz=self.shape[0], z=zs, step=zs[1] - zs[0] if len(zs) > 1 else 1,
+    both = self.truth is not None and self.pred is not None
+    miss = [int((self.truth[z] & ~self.pred[z]).sum()) for z in zs] if both else None   # truth the prediction left out
+    extra = [int((self.pred[z] & ~self.truth[z]).sum()) for z in zs] if both else None  # prediction outside the truth
+    return dict(w=w, h=h, nz=self.shape[0], z=zs, step=zs[1] - zs[0] if len(zs) > 1 else 1, miss=miss, extra=extra,
                 start=zs.index(self.default_slice), ct=ct, mask=masks, dice=dice,
                 truth=self.truth is not None, pred=self.pred is not None,
                 luts={k: code_lut(k).tolist() for k in WINDOWS}, gap=GAP, scale=max(1, 256 // max(h, w)),
@@ -334,7 +339,7 @@ window.covsegViewer1 = window.covsegViewer1 || function (root) {
   const D = JSON.parse(root.querySelector('script.cv-data').textContent);
   const q = s => root.querySelector(s);
   const slider = q('.cv-slider'), win = q('.cv-window'), ct = q('.cv-truth'), cp = q('.cv-pred'), mode = q('.cv-mode');
-  const canvas = q('.cv-canvas'), info = q('.cv-info'), dice = q('.cv-dice'), caps = q('.cv-caps');
+  const canvas = q('.cv-canvas'), info = q('.cv-info'), dice = q('.cv-dice'), caps = q('.cv-caps'), strip = q('.cv-strip');
   const W = D.w, H = D.h, N = W * H, cache = {};
   q('.cv-nojs').style.display = 'none';
   const load = src => new Promise((ok, bad) => {
@@ -389,17 +394,22 @@ window.covsegViewer1 = window.covsegViewer1 || function (root) {
       const panels = side ? [T, P] : [T.concat(P)];
       const ow = panels.length * W + (panels.length - 1) * D.gap;
       canvas.width = ow; canvas.height = H;
-      canvas.style.width = ow * D.scale + 'px'; canvas.style.height = H * D.scale + 'px';
+      canvas.style.width = ow * D.scale + 'px'; canvas.style.height = 'auto';
       const ctx = canvas.getContext('2d'), img = ctx.createImageData(ow, H);
       img.data.fill(255);
       panels.forEach((L, j) => panel(img.data, ow, j * (W + D.gap), s.code, D.luts[win.value], L));
       ctx.putImageData(img, 0, 0);
       caps.style.display = side ? 'flex' : 'none';
       dice.textContent = D.dice[i];
+      if (strip) strip.querySelectorAll('span').forEach(c => c.classList.toggle('cv-on', +c.dataset.i === i));
       root.dataset.drawn = state;
     }).catch(e => { info.textContent = e.message; console.error(e.message); });
   }
   for (const el of [win, ct, cp, mode]) if (el) el.addEventListener('change', draw);
+  if (strip) strip.addEventListener('click', e => {
+    const c = e.target.closest('span[data-i]');
+    if (c) { slider.value = c.dataset.i; draw(); }
+  });
   slider.addEventListener('input', draw);
   draw();
 };
@@ -408,11 +418,40 @@ window.covsegViewer1 = window.covsegViewer1 || function (root) {
 # %% ../nbs/31_viewer.ipynb #c051
 def _esc_json(d)->str: return json.dumps(d, separators=(',', ':')).replace('</', '<\\/')
 
+_ids = itertools.count()   # viewer ids: a hash of the payload and the count of viewers made, the same on every run
+
+_CSS = ('.covseg-viewer .cv-strip{display:flex;height:14px;margin:4px 0;border:1px solid #bbb;cursor:pointer}'
+        '.covseg-viewer .cv-strip span{flex:1 1 0;min-width:1px}'
+        '.covseg-viewer .cv-strip span.cv-on{outline:2px solid #000;outline-offset:-1px}'
+        '.covseg-viewer .cv-sw{display:inline-block;width:10px;height:10px;margin:0 3px 0 8px;vertical-align:-1px}'
+        '.covseg-viewer canvas,.covseg-viewer img{max-width:100%;height:auto}')
+
+def _strip(d:dict, width:int)->str:
+    "The strip along z: per embedded slice, red (top) where truth is missed, green (bottom) where the prediction is outside it."
+    if d['miss'] is None: return ''
+    tm, te = max(d['miss']) or 1, max(d['extra']) or 1
+    a = lambda n, top: f"{.3 + .7 * n / top:.2f}" if n else '0'
+    cells = ''.join(f'<span data-i="{i}" title="z = {z}: {m} voxels of truth missed, {x} predicted outside the truth" '
+                    f'style="background:linear-gradient(rgba(220,0,0,{a(m, tm)}) 50%,rgba(0,160,0,{a(x, te)}) 50%)"></span>'
+                    for i, (z, m, x) in enumerate(zip(d['z'], d['miss'], d['extra'])))
+    return f'<div class="cv-strip" role="navigation" aria-label="slices with errors" style="width:{width}px;max-width:100%">{cells}</div>'
+
+def _legend(d:dict)->str:
+    "Colour key: truth, prediction, both; and what the strip marks."
+    sw = lambda rgb: f'<span class="cv-sw" style="background:rgb{tuple(rgb)}"></span>'
+    parts = ([sw(TRUTH_RGB) + 'ground truth'] if d['truth'] else []) + ([sw(PRED_RGB) + 'prediction'] if d['pred'] else [])
+    if d['truth'] and d['pred']:
+        parts.append(sw((255, 255, 0)) + 'both (blended view)')
+        parts.append('<span style="margin-left:8px">strip: slices with truth missed (red, top) or predicted outside '
+                     'it (green, bottom); click to go there</span>')
+    return f'<div class="cv-legend" style="color:#444;font-size:12px">{"".join(parts)}</div>'
+
 @patch
 def _html(self:SliceViewer, js:bool=True)->str:
-    "The viewer as an HTML fragment with a fresh element id (`js`: include the page's script)."
-    uid = 'covseg-' + uuid.uuid4().hex[:12]
+    "The viewer as an HTML fragment: a still of the default slice for readers without JavaScript, the viewer with it."
     d = self._payload(); s = d['scale']; e = html.escape
+    data = _esc_json(d)
+    uid = f"covseg-{hashlib.sha1(data.encode()).hexdigest()[:10]}-{next(_ids)}"
     both = d['truth'] and d['pred']
     opts = ''.join(f'<option value="{k}">{k} W{w:g} L{l:g}</option>' for k, (w, l) in WINDOWS.items())
     ctl = [f'<select class="cv-window" aria-label="window">{opts}</select>']
@@ -425,18 +464,27 @@ def _html(self:SliceViewer, js:bool=True)->str:
     caps = (f'<div class="cv-caps" style="display:none;gap:{d["gap"] * s}px;color:#555">'
             f'<span style="width:{d["w"] * s}px">ground truth</span>'
             f'<span style="width:{d["w"] * s}px">prediction</span></div>')
+    full = (2 * d['w'] + d['gap'] if both else d['w']) * s
+    z0 = self.default_slice
+    im = Image.fromarray(self.render(z0))
+    still = _data_uri(im, 'WEBP', quality=self.quality, method=4) if self.codec == 'webp' else _data_uri(im, 'PNG', optimize=True)
+    note = f'<div class="cv-note">{e(self.note)}</div>' if self.note else ''
     return (f'<div class="covseg-viewer" id="{uid}" data-drawn="" '
-            f'style="font:13px/1.4 sans-serif;display:inline-block;margin:4px 8px 8px 0">'
+            f'style="font:13px/1.4 sans-serif;display:inline-block;max-width:100%;margin:4px 8px 8px 0">'
+            f'<style>{_CSS}</style>'
             f'<div class="cv-title"><b>{e(self.title)}</b> '
-            f'<span style="color:#777">({e(self.orientation_text)})</span></div>'
+            f'<span style="color:#777">({e(self.orientation_text)})</span></div>{note}'
+            f'<div class="cv-nojs"><img class="cv-still" alt="slice z = {z0}" src="{still}" width="{im.width * s}">'
+            f'<div style="color:#a00">Slice z = {z0}, the one with the most infiltrate ({e(self.dice_text(z0)) if both else ""}). '
+            f'Moving through the slices needs JavaScript (in an untrusted Jupyter notebook use <code>.widget()</code>).</div></div>'
             f'<div><input type="range" class="cv-slider" min="0" max="{len(d["z"]) - 1}" step="1" value="{d["start"]}" '
-            f'style="width:{max(200, d["w"] * s)}px;vertical-align:middle" aria-label="slice"> '
+            f'style="width:{max(200, full)}px;max-width:100%;vertical-align:middle" aria-label="slice"> '
             f'<span class="cv-info"></span></div>'
+            f'{_strip(d, max(200, full))}'
             f'<div style="display:flex;gap:10px;align-items:center;flex-wrap:wrap">{"".join(ctl)}</div>'
             f'{caps}<canvas class="cv-canvas" width="{d["w"]}" height="{d["h"]}"></canvas>'
-            f'<div class="cv-dice"></div><div class="cv-nojs" style="color:#a00">This viewer needs JavaScript '
-            f'(in an untrusted Jupyter notebook use <code>.widget()</code>).</div>'
-            f'<script type="application/json" class="cv-data">{_esc_json(d)}</script>'
+            f'<div class="cv-dice"></div>{_legend(d)}'
+            f'<script type="application/json" class="cv-data">{data}</script>'
             f'<script>{_JS if js else ""}covsegViewer1(document.getElementById("{uid}"));</script></div>')
 
 @patch

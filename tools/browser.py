@@ -56,6 +56,10 @@ def _act(driver, el, name:str):
     elif name in ('truth', 'pred'): el.click()
     elif name == 'window': Select(el).select_by_value('mediastinum')
     elif name == 'mode': Select(el).select_by_value('blend')
+    elif name == 'strip':                      # click the strip cell of another slice than the one shown
+        cur = driver.execute_script("return arguments[0].closest('.covseg-viewer').querySelector('.cv-slider').value", el)
+        cells = [c for c in el.find_elements('css selector', 'span[data-i]') if c.get_attribute('data-i') != cur]
+        driver.execute_script("arguments[0].click()", cells[len(cells) // 3])
     else: raise ValueError(f"unknown control {name!r}")
 
 
@@ -64,7 +68,7 @@ _STATES = "return Array.from(document.querySelectorAll('.covseg-viewer')).map(r 
 
 def check_in_browser(paths, # an HTML page with covseg viewers, or a list of pages
                      min_viewers:int=1, # fail if a page has fewer
-                     controls=('slider', 'truth', 'window', 'mode'), # controls to work, in order, where a viewer has them
+                     controls=('slider', 'strip', 'truth', 'window', 'mode'), # controls to work, in order, where a viewer has them
                      timeout:float=20., # seconds to wait for a frame
                     )->dict: # viewers, actions done, first frames (RGB arrays), console messages, seconds
     "Work the controls of every viewer on the pages in headless Chromium; fail unless each changes its picture (and no other) and the console is free of errors."

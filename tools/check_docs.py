@@ -9,10 +9,16 @@
 4. The hand-written sidebar (`nbs/sidebar.yml`, `custom_sidebar = true`) and the front page's notebook table must
    each name every notebook exactly once, the table as a link.
 5. Every rendered page that holds covseg viewers is loaded in headless Chromium and every viewer is worked
-   (slider, overlay toggles, window, display mode: each must change the picture; no JavaScript errors),
+   (slider, strip, overlay toggles, window, display mode: each must change the picture; no JavaScript errors),
    and the viewer notebook must hold at least one viewer.
+6. With `--reader` (the pages `make docs` executed, `--nbs _exec/nbs`), what a reader sees: every caption that
+   announces a picture, table or viewer is followed by an output; every teaching page shows a figure; no viewer is
+   shown as text; every page carries the outputs' stamp; no output holds a local path; the viewers fit a 390-pixel
+   phone screen; and screenshots of the front page, the training chapter, the evaluation page and the viewer page
+   at desktop and phone width are written next to the pages (their paths printed).
 
-Exits non-zero with a message naming each failure.  Usage: python tools/check_docs.py [--keep DIR]
+Exits non-zero with a message naming each failure.
+Usage: python tools/check_docs.py [--keep DIR] [--nbs DIR] [--reader]
 """
 import argparse, re, shutil, sys, tempfile, time, traceback
 from pathlib import Path
@@ -28,20 +34,21 @@ def _short(e:BaseException)->str:
     return lines[0] if len(lines) == 1 else f"{lines[0]} ... {lines[-1]}"
 
 
-def proc_nbs(failures:list, notes:list):
-    "nbdev-proc-nbs on all notebooks (fresh `_proc/`), leaving the tracked files in nbs/ as they were."
+def proc_nbs(failures:list, notes:list, src:Path|None=None):
+    "nbdev-proc-nbs on all notebooks of `src` (default nbs/; fresh `_proc/`), leaving the tracked files in nbs/ as they were."
     import nbdev.quarto as nq
     nq._ensure_quarto = lambda: None      # nbdev would otherwise try to download and sudo-install Quarto
     nbs = root/'nbs'
+    src = Path(src or nbs).resolve()
     before = {n: (nbs/n).read_bytes() for n in GENERATED if (nbs/n).exists()}
     try:
-        try: nq.nbdev_proc_nbs.__wrapped__(force=True)
+        try: nq.nbdev_proc_nbs.__wrapped__(path=str(src), force=True)
         except BaseException as e:        # a notebook's error (the others are cancelled), or sys.exit from nbdev
             failures.append(f"nbdev-proc-nbs failed: {_short(e)}")
             # process the notebooks it left out one at a time, to name every failing one and check the rest
-            for nb in sorted(nbs.glob('[!_.]*.ipynb')):
+            for nb in sorted(src.glob('[!_.]*.ipynb')):
                 if (root/'_proc'/nb.name).exists(): continue
-                try: nq.nbdev_proc_nbs.__wrapped__(file_glob=nb.name)
+                try: nq.nbdev_proc_nbs.__wrapped__(path=str(src), file_glob=nb.name)
                 except BaseException as e2: failures.append(f"  {nb.name} does not process: {_short(e2)}")
     finally:
         for n, b in before.items():
@@ -106,12 +113,89 @@ def render(out:Path, failures:list)->dict:
     return viewers
 
 
+# --- what a reader of the executed pages sees (`--reader`) ---
+# A caption announces a picture, table or viewer when its last sentence, ending in a colon, names one.
+ANNOUNCES = re.compile(r"(picture|figure|plot|table|curves?|viewer|batch, as the network sees it|each point is one case|"
+                       r"drawn|slices? of|in red|red\)|green\)|as pictures?)[^.:]*:\s*$", re.I)
+SHOWN = ('image/png', 'image/jpeg', 'image/svg+xml', 'text/html', 'text/markdown')
+NOT_RUN = ('cuda', 'data', 'net', 'slow', 'notest')
+# Teaching pages: each must show at least one figure or viewer.
+TEACHING = ('index', '01_phantom', '02_synth', '04_transforms', '08_preprocess', '10_model', '12_loaders',
+            '21_train_stages', '31_viewer', '32_lungmask', '33_evaluate', '34_report', '40_severity', '42_clinical')
+SHOTS = ('index', '21_train_stages', '33_evaluate', '31_viewer')
+LOCAL = re.compile(r"(/tmp/|/var/folders/|/home/\w+|/root/|/Users/\w+)")
+
+
+def _directives(src:str)->set:
+    return {m.group(1) for m in re.finditer(r'^#\|\s*([\w-]+)', src, re.M)}
+
+
+def _shows(cell)->bool:
+    return any(k in o.get('data', {}) for o in cell.get('outputs', []) for k in SHOWN)
+
+
+def reader_checks(src:Path, out:Path, failures:list, stamp_id:str='outputs-stamp'):
+    "The checks of what a reader sees on the executed pages in `src` (rendered into `out`); screenshots into `out`."
+    import json
+    sys.path.insert(0, str(root/'tools'))
+    from make_docs import REFERENCE_ONLY
+    for p in sorted(src.glob('[!_.]*.ipynb')):
+        cells, name = json.loads(p.read_text())['cells'], p.stem
+        if not any(c.get('id') == stamp_id for c in cells): failures.append(f"{p.name}: no outputs stamp under the title")
+        if name in REFERENCE_ONLY: continue
+        for i, c in enumerate(cells):
+            if c['cell_type'] != 'markdown': continue
+            last = ''.join(c['source']).strip().split('\n')[-1]
+            if not ANNOUNCES.search(last): continue
+            nxt = next((d for d in cells[i + 1:] if d['cell_type'] == 'code'), None)
+            if nxt is None or _directives(''.join(nxt['source'])) & set(NOT_RUN) or 'export' in _directives(''.join(nxt['source'])): continue
+            if not _shows(nxt): failures.append(f"{p.name}: the caption '...{last[-70:]}' is followed by no picture, table or viewer (cell {nxt.get('id')})")
+        outs = [o for c in cells if c['cell_type'] == 'code' for o in c.get('outputs', [])]
+        if name in TEACHING and not any(k in o.get('data', {}) for o in outs for k in ('image/png', 'image/jpeg')) \
+                and not any('class="covseg-viewer"' in _html_of(o) for o in outs):
+            failures.append(f"{p.name}: a teaching page with no figure")
+        for o in outs:
+            d = o.get('data', {})
+            txt = ''.join(d.get('text/plain', '')) if isinstance(d.get('text/plain', ''), (str, list)) else ''
+            if txt.startswith(('SliceViewer(', '<covseg.viewer.')) and 'text/html' not in d:
+                failures.append(f"{p.name}: a viewer shown as text: {txt[:60]}")
+            flat = json.dumps({k: v for k, v in d.items() if not k.startswith('image/')}) + ''.join(o.get('text', ''))
+            if (m := LOCAL.search(flat)) or str(root) in flat:
+                failures.append(f"{p.name}: an output holds a local path ({m.group(0) if m else str(root)}...)")
+    shots(out, failures)
+
+
+def shots(out:Path, failures:list):
+    "Screenshots of the main pages at desktop and phone width; the viewers must fit the phone's width."
+    from browser import chromium_driver
+    made = []
+    for w, h, tag in ((1200, 2200, 'desktop'), (390, 2400, 'phone')):
+        with chromium_driver(w, h) as d:
+            for name in SHOTS:
+                page = out/f'{name}.html'
+                if not page.exists(): failures.append(f"{page.name}: not rendered, no screenshot"); continue
+                d.get(page.resolve().as_uri()); time.sleep(1.0)
+                if name == '31_viewer':
+                    d.execute_script("const v = document.querySelectorAll('.covseg-viewer'); if (v.length) v[v.length - 1].scrollIntoView()")
+                    time.sleep(0.5)
+                    wide = d.execute_script("return Array.from(document.querySelectorAll('.covseg-viewer canvas, .covseg-viewer .cv-strip'))"
+                                            ".filter(e => e.getBoundingClientRect().width > window.innerWidth + 1).length")
+                    if tag == 'phone' and wide: failures.append(f"{page.name}: {wide} viewer picture(s) or strip(s) wider than a {w}-pixel phone screen")
+                f = out/'screenshots'/f'{name}-{tag}.png'; f.parent.mkdir(exist_ok=True)
+                d.save_screenshot(str(f)); made.append(f)
+    print('screenshots:', *[f'  {f}' for f in made], sep='\n')
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     ap.add_argument('--keep', help='write the rendered HTML pages to this folder and keep them')
+    ap.add_argument('--nbs', help='the notebooks to process and render (default nbs/; `make docs`: _exec/nbs)')
+    ap.add_argument('--reader', action='store_true', help="also check what a reader sees, and take screenshots (executed pages)")
     args = ap.parse_args()
+    if args.reader and not args.keep: ap.error('--reader needs --keep (the screenshots go beside the pages)')
     t0, failures, notes = time.time(), [], []
-    proc_nbs(failures, notes)
+    src = Path(args.nbs).resolve() if args.nbs else root/'nbs'
+    proc_nbs(failures, notes, src)
     t_proc = time.time() - t0
     check_quarto_config(failures)
     check_navigation(failures)
@@ -135,6 +219,7 @@ def main():
                         res = check_in_browser(page, min_viewers=n)
                         print(f"{name}: {res['viewers']} viewer(s) work in headless Chromium ({len(res['actions'])} actions, {res['seconds']:.1f} s)")
                     except Exception as e: failures.append(f"{name}: the HTML viewer does not work in the browser: {e}")
+            if args.reader: reader_checks(src, out, failures)
             print(f"timings: nbdev-proc-nbs {t_proc:.1f} s, nbconvert {t_render:.1f} s, browser {time.time() - t2:.1f} s, total {time.time() - t0:.1f} s")
     finally:
         if not args.keep: shutil.rmtree(out, ignore_errors=True)
