@@ -286,7 +286,8 @@ def resolve_encoder(cfg:TrainConfig, fetch=None, say=print)->TrainConfig:
     try: (fetch or _kinetics_file)(); return cfg
     except (RuntimeError, OSError) as e:
         if not cfg.scratch_fallback: raise
-        say(f"No Kinetics-400 r3d_18 weights here (none in {kinetics_weights_path().parent}, download failed: "
+        where = str(kinetics_weights_path().parent).replace(str(Path.home()), '~', 1)   # a user's home, not its path
+        say(f"No Kinetics-400 r3d_18 weights here (none in {where}, download failed: "
             f"{type(e.__cause__ or e).__name__}): the encoder trains from scratch, without the frozen phase "
             f"(--weights r3d_18-b3b3357e.pth trains it as the paper did).")
         return replace(cfg, pretrained=False, stage1=replace(cfg.stage1, frozen_epochs=0),

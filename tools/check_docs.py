@@ -123,6 +123,7 @@ NOT_RUN = ('cuda', 'data', 'net', 'slow', 'notest')
 TEACHING = ('index', '01_phantom', '02_synth', '04_transforms', '08_preprocess', '10_model', '12_loaders',
             '21_train_stages', '31_viewer', '32_lungmask', '33_evaluate', '34_report', '40_severity', '42_clinical')
 SHOTS = ('index', '21_train_stages', '33_evaluate', '31_viewer')
+MAX_ASSERT_SHARE = 0.35   # "about a quarter" of a teaching page's visible code, with the folded checks not counted
 LOCAL = re.compile(r"(/tmp/|/var/folders/|/home/\w+|/root/|/Users/\w+)")
 
 
@@ -138,7 +139,8 @@ def reader_checks(src:Path, out:Path, failures:list, stamp_id:str='outputs-stamp
     "The checks of what a reader sees on the executed pages in `src` (rendered into `out`); screenshots into `out`."
     import json
     sys.path.insert(0, str(root/'tools'))
-    from make_docs import REFERENCE_ONLY
+    from make_docs import REFERENCE_ONLY, ASSERTION
+    shares = {}
     for p in sorted(src.glob('[!_.]*.ipynb')):
         cells, name = json.loads(p.read_text())['cells'], p.stem
         if not any(c.get('id') == stamp_id for c in cells): failures.append(f"{p.name}: no outputs stamp under the title")
@@ -150,6 +152,11 @@ def reader_checks(src:Path, out:Path, failures:list, stamp_id:str='outputs-stamp
             nxt = next((d for d in cells[i + 1:] if d['cell_type'] == 'code'), None)
             if nxt is None or _directives(''.join(nxt['source'])) & set(NOT_RUN) or 'export' in _directives(''.join(nxt['source'])): continue
             if not _shows(nxt): failures.append(f"{p.name}: the caption '...{last[-70:]}' is followed by no picture, table or viewer (cell {nxt.get('id')})")
+        shown = [l for c in cells if c['cell_type'] == 'code' and not _directives(''.join(c['source'])) & {'hide', 'export', 'exporti', 'code-fold'}
+                 for l in ''.join(c['source']).splitlines() if l.strip() and not l.startswith('#|')]
+        shares[name] = sum(bool(ASSERTION.match(l)) for l in shown) / max(1, len(shown))
+        if name in TEACHING and shares[name] > MAX_ASSERT_SHARE:
+            failures.append(f"{p.name}: {shares[name]:.0%} of the code lines the page shows are assertions (at most {MAX_ASSERT_SHARE:.0%})")
         outs = [o for c in cells if c['cell_type'] == 'code' for o in c.get('outputs', [])]
         if name in TEACHING and not any(k in o.get('data', {}) for o in outs for k in ('image/png', 'image/jpeg')) \
                 and not any('class="covseg-viewer"' in _html_of(o) for o in outs):
@@ -162,6 +169,7 @@ def reader_checks(src:Path, out:Path, failures:list, stamp_id:str='outputs-stamp
             flat = json.dumps({k: v for k, v in d.items() if not k.startswith('image/')}) + ''.join(o.get('text', ''))
             if (m := LOCAL.search(flat)) or str(root) in flat:
                 failures.append(f"{p.name}: an output holds a local path ({m.group(0) if m else str(root)}...)")
+    print('assertions among the code lines shown:', ', '.join(f'{n} {v:.0%}' for n, v in shares.items()))
     shots(out, failures)
 
 
