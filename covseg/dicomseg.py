@@ -175,7 +175,7 @@ def write_dicom_seg(mask:Volume,           # label mask (z, y, x) on exactly the
           sop_instance_uid=hd.UID(), instance_number=1, manufacturer='covseg', manufacturer_model_name='covseg R3DUNet',
           software_versions=__version__, device_serial_number='none', content_label=content_label,
           content_description='Automatic segmentation by covseg (research software)',
-          series_description=description, content_creator_name='covseg',
+          series_description=description, content_creator_name='covseg^',   # a PN: family name 'covseg', no given name
           omit_empty_frames=bool(pixels.any()))   # all empty: highdicom must keep every frame
     with atomic_path(out, overwrite=overwrite) as tmp: seg.save_as(tmp)
     return out

@@ -116,7 +116,7 @@ def render(out:Path, failures:list)->dict:
 # --- what a reader of the executed pages sees (`--reader`) ---
 # A caption announces a picture, table or viewer when its last sentence, ending in a colon, names one.
 ANNOUNCES = re.compile(r"(picture|figure|plot|table|curves?|viewer|batch, as the network sees it|each point is one case|"
-                       r"drawn|slices? of|in red|red\)|green\)|as pictures?)[^.:]*:\s*$", re.I)
+                       r"slices? of|in red|red\)|green\)|as pictures?)[^.:]*:\s*$", re.I)
 SHOWN = ('image/png', 'image/jpeg', 'image/svg+xml', 'text/html', 'text/markdown')
 NOT_RUN = ('cuda', 'data', 'net', 'slow', 'notest')
 # Teaching pages: each must show at least one figure or viewer.
@@ -178,7 +178,8 @@ def shots(out:Path, failures:list):
     from browser import chromium_driver
     made = []
     for w, h, tag in ((1200, 2200, 'desktop'), (390, 2400, 'phone')):
-        with chromium_driver(w, h) as d:
+        with chromium_driver(max(w, 500), h) as d:     # headless Chromium's window is at least 500 wide: emulate the phone
+            if w < 500: d.execute_cdp_cmd('Emulation.setDeviceMetricsOverride', dict(width=w, height=h, deviceScaleFactor=1, mobile=True))
             for name in SHOTS:
                 page = out/f'{name}.html'
                 if not page.exists(): failures.append(f"{page.name}: not rendered, no screenshot"); continue

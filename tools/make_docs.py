@@ -16,7 +16,7 @@ examples that teach stand out; the notebooks in `nbs/` are unchanged. The site i
 
 Usage: python tools/make_docs.py [--run runs/demo] [--cache cache/demo] [--only 33_evaluate,34_report] [--workers 2]
 """
-import argparse, json, os, re, shutil, subprocess, sys, time
+import argparse, json, os, re, shutil, subprocess, sys, tempfile, time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -79,9 +79,26 @@ def fold_checks(nb:dict)->int:
     return n
 
 
+TMP = re.compile(re.escape(tempfile.gettempdir()) + r'/tmp[\w-]+')
+
+
+def sanitise(text:str)->str:
+    "An output as a reader may see it: no path of this machine (the project's folder, temporary folders), the same on every run."
+    text = text.replace(str(root) + '/.venv/lib/', '.../').replace(str(root) + '/', '').replace(str(root), '.')
+    return TMP.sub('<tmp>', text)
+
+
+def clean_output(o:dict)->dict:
+    "`sanitise` the texts of an output (stream text, text/* data); images are left alone."
+    j = lambda t: sanitise(t) if isinstance(t, str) else [sanitise(x) for x in t]
+    if 'text' in o: o['text'] = j(o['text'])
+    for k in list(o.get('data', {})):
+        if k.startswith('text/'): o['data'][k] = j(o['data'][k])
+    return o
+
+
 def run_one(path:Path, user:bool)->int:
     "Execute one notebook in place (this process); print the failing cell; return an exit status."
-    from execnb.nbio import read_nb, write_nb
     from execnb.shell import CaptureShell
     from nbdev.process import NBProcessor
     from nbdev.test import _skip_cell
@@ -89,6 +106,9 @@ def run_one(path:Path, user:bool)->int:
     nb = NBProcessor(path, rm_directives=False, process=True).nb
     skip = _skip_cell(nb, list(SKIP_FLAGS), list(FORCE_FLAGS))
     shell = CaptureShell(path)
+    # deprecation notices of the libraries (torch, fastai) are not the page's content
+    shell.run("import warnings as _w; _w.filterwarnings('ignore', category=FutureWarning); "
+              "_w.filterwarnings('ignore', category=DeprecationWarning)")
     failed = None
     os.chdir(path.parent)
     try: shell.run_all(nb, exc_stop=True, preproc=skip, cell_timeout=CELL_TIMEOUT)
@@ -100,7 +120,7 @@ def run_one(path:Path, user:bool)->int:
     for c in raw['cells']:
         if c['cell_type'] != 'code': continue
         done = by_id.get(c.get('id'))
-        c['outputs'] = [json.loads(json.dumps(o)) for o in (done.get('outputs') or [])] if done is not None else []
+        c['outputs'] = [clean_output(json.loads(json.dumps(o))) for o in (done.get('outputs') or [])] if done is not None else []
         c['execution_count'] = None
         c.get('metadata', {}).pop('execution', None)
     tmp = path.with_suffix('.tmp')
