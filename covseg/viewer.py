@@ -420,7 +420,7 @@ def _esc_json(d)->str: return json.dumps(d, separators=(',', ':')).replace('</',
 
 _ids = itertools.count()   # viewer ids: a hash of the payload and the count of viewers made, the same on every run
 
-_CSS = ('.covseg-viewer .cv-strip{display:flex;height:14px;margin:4px 0;border:1px solid #bbb;cursor:pointer}'
+_CSS = ('.covseg-viewer .cv-strip{display:flex;box-sizing:border-box;height:14px;margin:4px 0;border:1px solid #bbb;cursor:pointer}'
         '.covseg-viewer .cv-strip span{flex:1 1 0;min-width:1px}'
         '.covseg-viewer .cv-strip span.cv-on{outline:2px solid #000;outline-offset:-1px}'
         '.covseg-viewer .cv-sw{display:inline-block;width:10px;height:10px;margin:0 3px 0 8px;vertical-align:-1px}'
@@ -565,8 +565,9 @@ class ViewerGrid:
     def _repr_html_(self)->str:
         cells = ''.join(v._html(js=False) for v in self.viewers)
         return (f'<div class="covseg-grid"><div><b>{html.escape(self.title)}</b></div><script>{_JS}</script>'
-                f'<div style="display:grid;grid-template-columns:repeat({self.ncols},max-content);gap:12px;'
-                f'overflow-x:auto">{cells}</div></div>')
+                f'<style>@media (max-width:640px){{.covseg-grid>.cv-cells{{grid-template-columns:minmax(0,1fr)!important}}}}</style>'
+                f'<div class="cv-cells" style="display:grid;grid-template-columns:repeat({self.ncols},max-content);gap:12px;'
+                f'overflow-x:auto">{cells}</div></div>')   # one column on a phone
 
     def save(self, path, overwrite:bool=True)->Path:
         "Write the grid as a standalone HTML page, atomically."
