@@ -25,6 +25,7 @@ OUT = root/'_exec'/'nbs'
 SKIP_FLAGS = ('notest', 'cuda', 'data', 'slow', 'net')     # as plain `nbdev-test`
 FORCE_FLAGS = ('demo',)                                    # the cells that show the demo run
 AS_USER = {'21_train_stages'}                              # run as a user runs them, on the demo run (not IN_TEST)
+LONG = {'06_download', '30_infer', '32_lungmask', '33_evaluate', '34_report'}   # started first after those (about a minute each)
 # Pages whose execution is a long test of machinery (trainings with sabotage, two processes, the CLI end to end, the GPU
 # check's rehearsal): their outputs are made by the tests, not shown on the site; the page is their prose and API.
 REFERENCE_ONLY = {'20_train', '90_cli', '91_ddp', '92_gpu_check'}
@@ -79,6 +80,7 @@ def fold_checks(nb:dict)->int:
     return n
 
 
+ADDRESS = re.compile(r' at 0x[0-9a-f]+>')
 TMP = re.compile(re.escape(tempfile.gettempdir()) + r'/tmp[\w-]+')
 
 
@@ -89,8 +91,10 @@ def sanitise(text:str)->str:
 
 
 def clean_output(o:dict)->dict:
-    "`sanitise` the texts of an output (stream text, text/* data); images are left alone."
-    j = lambda t: sanitise(t) if isinstance(t, str) else [sanitise(x) for x in t]
+    ("`sanitise` the texts of an output (stream text, text/* data; images are left alone); drop live-widget outputs (a "
+     "static page cannot run them, and their model ids are random) and objects' memory addresses.")
+    if 'application/vnd.jupyter.widget-view+json' in o.get('data', {}): return None
+    j = lambda t: ADDRESS.sub('>', sanitise(t)) if isinstance(t, str) else [ADDRESS.sub('>', sanitise(x)) for x in t]
     if 'text' in o: o['text'] = j(o['text'])
     for k in list(o.get('data', {})):
         if k.startswith('text/'): o['data'][k] = j(o['data'][k])
@@ -111,7 +115,9 @@ def run_one(path:Path, user:bool)->int:
               "_w.filterwarnings('ignore', category=DeprecationWarning)")
     failed = None
     os.chdir(path.parent)
-    try: shell.run_all(nb, exc_stop=True, preproc=skip, cell_timeout=CELL_TIMEOUT)
+    took = {}
+    def timed(cell): took[cell.id] = cell.metadata['execution']['total']
+    try: shell.run_all(nb, exc_stop=True, preproc=skip, postproc=timed, cell_timeout=CELL_TIMEOUT)
     except BaseException:
         failed = next((c for c in nb.cells if c.cell_type == 'code' and any(o.get('output_type') == 'error' for o in c.get('outputs', []))), None)
         print(f"{path.name}: cell {getattr(failed, 'id', '?')} failed:\n{shell.prettytb(fname=path)}", file=sys.stderr)
@@ -120,9 +126,12 @@ def run_one(path:Path, user:bool)->int:
     for c in raw['cells']:
         if c['cell_type'] != 'code': continue
         done = by_id.get(c.get('id'))
-        c['outputs'] = [clean_output(json.loads(json.dumps(o))) for o in (done.get('outputs') or [])] if done is not None else []
+        outs = [clean_output(json.loads(json.dumps(o))) for o in (done.get('outputs') or [])] if done is not None else []
+        c['outputs'] = [o for o in outs if o is not None]
         c['execution_count'] = None
         c.get('metadata', {}).pop('execution', None)
+    slow = sorted(((t, i) for i, t in took.items() if t >= 20), reverse=True)[:3]
+    if slow: print('slowest cells: ' + ', '.join(f'{i} {t:.0f} s' for t, i in slow))
     tmp = path.with_suffix('.tmp')
     tmp.write_text(json.dumps(raw, indent=1, ensure_ascii=False) + '\n')
     tmp.replace(path)
@@ -151,14 +160,15 @@ def main():
     env = dict(os.environ, COVSEG_DEMO_RUN=str(run), COVSEG_DEMO_CACHE=str(cache), PYTHONHASHSEED='0')
     user_env = dict(env, COVSEG_PROFILE='demo', COVSEG_CACHE=str(cache), COVSEG_RUN=str(run), COVSEG_RESUME='1')
     user_env.pop('IN_TEST', None)
-    todo = [n for n in names if n not in REFERENCE_ONLY]
+    todo = sorted((n for n in names if n not in REFERENCE_ONLY), key=lambda n: (n not in AS_USER, n not in LONG, n))
     t0, times, failed = time.time(), {}, []
     def job(n):
         t = time.time()
         r = subprocess.run([sys.executable, __file__, '--one', str(OUT/f'{n}.ipynb')] + (['--user'] if n in AS_USER else []),
                            env=user_env if n in AS_USER else env, capture_output=True, text=True)
         times[n] = time.time() - t
-        print(f"[{len(times)}/{len(todo)}] {n}: {'ok' if r.returncode == 0 else 'FAILED'} ({times[n]:.0f} s)", flush=True)
+        note = ''.join(f'; {l}' for l in r.stdout.splitlines() if l.startswith('slowest cells:'))
+        print(f"[{len(times)}/{len(todo)}] {n}: {'ok' if r.returncode == 0 else 'FAILED'} ({times[n]:.0f} s{note})", flush=True)
         if r.returncode: failed.append(n); print(r.stderr[-4000:], file=sys.stderr, flush=True)
     with ThreadPoolExecutor(max(1, a.workers)) as ex: list(ex.map(job, todo))
     for n in names:
