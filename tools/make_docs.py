@@ -109,7 +109,7 @@ def run_one(path:Path, user:bool)->int:
     if not user: os.environ['IN_TEST'] = '1'
     nb = NBProcessor(path, rm_directives=False, process=True).nb
     skip = _skip_cell(nb, list(SKIP_FLAGS), list(FORCE_FLAGS))
-    shell = CaptureShell(path)
+    shell = CaptureShell(path, mpl_format='png')   # pictures at screen resolution (execnb's default is 'retina', 2x)
     # deprecation notices of the libraries (torch, fastai) are not the page's content
     shell.run("import warnings as _w; _w.filterwarnings('ignore', category=FutureWarning); "
               "_w.filterwarnings('ignore', category=DeprecationWarning)")
