@@ -83,16 +83,20 @@ def figure2(cases:pd.DataFrame, masks_dir, synthetic:bool, out_png=None, metric:
     return fig
 
 # %% ../nbs/34_report.ipynb #c012w
-def case_viewers(run_dir, mode:str='paper', pick:str='median', volumes:dict|None=None)->list:
-    "A `SliceViewer` per dataset of the run's `pick` case ('best', 'median', 'worst') in `mode`, with its Dice and NSD."
-    run = RunDir(run_dir)
+def _picked(run:RunDir, mode:str, pick:str)->tuple:
+    "The run's `pick` case per dataset in `mode` (with image and mask paths), and whether the run is synthetic."
     allc, data = run.cases(), run.data()
-    synthetic = bool(allc.synthetic.any() or data.synthetic)
     c = allc[allc['mode'] == mode].merge(eval_cases(data.cache)[['dataset', 'case_id', 'image', 'mask']],
                                          on=['dataset', 'case_id'], how='left')
     picks = pick_cases(c) if len(c) else c
+    return (picks[picks.pick == pick] if len(picks) else picks), bool(allc.synthetic.any() or data.synthetic)
+
+def case_viewers(run_dir, mode:str='paper', pick:str='median', volumes:dict|None=None)->list:
+    "A `SliceViewer` per dataset of the run's `pick` case ('best', 'median', 'worst') in `mode`, with its Dice and NSD."
+    run = RunDir(run_dir)
+    picks, synthetic = _picked(run, mode, pick)
     out = []
-    for _, r in (picks[picks.pick == pick].iterrows() if len(picks) else []):
+    for _, r in picks.iterrows():
         split = 'tuning' if r['dataset'] == 'ricord' else 'hold-out'
         out.append(SliceViewer(*case_volumes(r, run.masks_dir(mode), volumes),
                                title=f"{r['dataset']} {r['case_id']}, {pick} {split} case{' — SYNTHETIC' if synthetic else ''}",
@@ -103,12 +107,7 @@ def case_viewers(run_dir, mode:str='paper', pick:str='median', volumes:dict|None
 def overview_figure(run_dir, mode:str='paper', out_png=None):
     "One row: per dataset the run's median case in `mode`, key slice, reference red and prediction green."
     run = RunDir(run_dir)
-    allc, data = run.cases(), run.data()
-    synthetic = bool(allc.synthetic.any() or data.synthetic)
-    c = allc[allc['mode'] == mode].merge(eval_cases(data.cache)[['dataset', 'case_id', 'image', 'mask']],
-                                         on=['dataset', 'case_id'], how='left')
-    picks = pick_cases(c) if len(c) else c
-    picks = picks[picks.pick == 'median'] if len(picks) else picks
+    picks, synthetic = _picked(run, mode, 'median')
     if not len(picks): raise CovsegInputError(run.cases_csv, f"no {mode}-mode case with a defined Dice to show")
     fig, axs = plt.subplots(1, len(picks), figsize=(3.2 * len(picks), 3.6), squeeze=False)
     for ax, (_, r) in zip(axs[0], picks.iterrows()):
