@@ -469,13 +469,15 @@ def _html(self:SliceViewer, js:bool=True)->str:
     im = Image.fromarray(self.render(z0))
     still = _data_uri(im, 'WEBP', quality=self.quality, method=4) if self.codec == 'webp' else _data_uri(im, 'PNG', optimize=True)
     note = f'<div class="cv-note">{e(self.note)}</div>' if self.note else ''
+    which = ('the one with the most infiltrate' if self.truth is not None or self.pred is not None else 'the middle one') + \
+            (f' ({e(self.dice_text(z0))})' if both else '')
     return (f'<div class="covseg-viewer" id="{uid}" data-drawn="" '
             f'style="font:13px/1.4 sans-serif;display:inline-block;max-width:100%;margin:4px 8px 8px 0">'
             f'<style>{_CSS}</style>'
             f'<div class="cv-title"><b>{e(self.title)}</b> '
             f'<span style="color:#777">({e(self.orientation_text)})</span></div>{note}'
             f'<div class="cv-nojs"><img class="cv-still" alt="slice z = {z0}" src="{still}" width="{im.width * s}">'
-            f'<div style="color:#a00">Slice z = {z0}, the one with the most infiltrate ({e(self.dice_text(z0)) if both else ""}). '
+            f'<div style="color:#a00">Slice z = {z0}, {which}. '
             f'Moving through the slices needs JavaScript (in an untrusted Jupyter notebook use <code>.widget()</code>).</div></div>'
             f'<div><input type="range" class="cv-slider" min="0" max="{len(d["z"]) - 1}" step="1" value="{d["start"]}" '
             f'style="width:{max(200, full)}px;max-width:100%;vertical-align:middle" aria-label="slice"> '

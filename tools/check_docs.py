@@ -135,15 +135,15 @@ def _shows(cell)->bool:
     return any(k in o.get('data', {}) for o in cell.get('outputs', []) for k in SHOWN)
 
 
-def reader_checks(src:Path, out:Path, failures:list, stamp_id:str='outputs-stamp'):
+def reader_checks(src:Path, out:Path, failures:list):
     "The checks of what a reader sees on the executed pages in `src` (rendered into `out`); screenshots into `out`."
     import json
     sys.path.insert(0, str(root/'tools'))
-    from make_docs import REFERENCE_ONLY, ASSERTION
+    from make_docs import REFERENCE_ONLY, ASSERTION, STAMP_ID
     shares = {}
     for p in sorted(src.glob('[!_.]*.ipynb')):
         cells, name = json.loads(p.read_text())['cells'], p.stem
-        if not any(c.get('id') == stamp_id for c in cells): failures.append(f"{p.name}: no outputs stamp under the title")
+        if not any(c.get('id') == STAMP_ID for c in cells): failures.append(f"{p.name}: no outputs stamp under the title")
         if name in REFERENCE_ONLY: continue
         for i, c in enumerate(cells):
             if c['cell_type'] != 'markdown': continue
