@@ -43,20 +43,21 @@ docs: $(STAMP) browser
 	$(PY) tools/make_docs.py --run $(DEMO_RUN) --cache $(DEMO_CACHE)
 	$(PY) tools/check_docs.py --nbs _exec/nbs --reader --keep _exec/html
 
-# Notebook tests (cells flagged cuda/data/net/slow/demo are skipped), the docs check, then the check that
-# notebooks are clean and the exported library is in step with them. The notebooks that train the
-# 70 M-parameter model (3-10 GB of RAM each, the distributed one with two processes) run one at a
-# time after the others, each in a fresh process, so that two of them never meet in memory: side by
-# side in nbdev-test's two workers they once took a 24 GB machine out of memory.
-TRAIN_NBS := 20_train 21_train_stages 91_ddp 90_cli 92_gpu_check
-# The real chest CTs of this workplace (COVID-CT-MD's sample, never in the repository) for 05_pacs's real-CT cells:
-# COVSEG_REAL_CT names the folder when it exists; empty elsewhere, and those cells say they skipped.
+# Notebook tests: every notebook, two at a time, as `nbdev-test` runs them (cells flagged cuda/data/net/slow/demo are
+# skipped); first the smoke run that several notebooks read (covseg.train.smoke_run: five synthetic studies, both
+# stages, trained once per version of the code into the ignored .cache/), then the docs check, then the check that
+# notebooks are clean and the exported library is in step with them. bench/bench_notebooks.py times every notebook.
+# The real chest CTs of this workplace (COVID-CT-MD's sample, never in the repository) for the real-CT cells of 05_pacs
+# (and the `slow` ones of 32_lungmask and 42_clinical): COVSEG_REAL_CT names the folder when it exists; empty
+# elsewhere, and those cells say they skipped.
 REAL_CT := $(wildcard $(abspath ../shared/realct))
+SMOKE_ROOT ?= $(abspath .cache)
+NBENV := COVSEG_REAL_CT=$(REAL_CT) COVSEG_SMOKE_ROOT=$(SMOKE_ROOT)
 empty :=
 bar := |
 test: $(STAMP) browser
-	COVSEG_REAL_CT=$(REAL_CT) $(BIN)/nbdev-test --n-workers 2 --skip-file-re '^($(subst $(empty) $(empty),$(bar),$(TRAIN_NBS)))\.ipynb$$'
-	@for nb in $(TRAIN_NBS); do echo "nbdev-test nbs/$$nb.ipynb"; COVSEG_REAL_CT=$(REAL_CT) $(BIN)/nbdev-test --n-workers 0 nbs/$$nb.ipynb || exit 1; done
+	$(NBENV) $(PY) -c "from covseg.train import smoke_run; print('smoke run:', smoke_run().name)"
+	$(NBENV) $(BIN)/nbdev-test --n-workers 2
 	$(MAKE) repo-check
 	$(MAKE) docs-check
 	$(MAKE) check-sync
@@ -104,10 +105,15 @@ GPU_REHEARSAL_ARGS ?= --nbs 12_loaders,30_infer
 gpu-rehearsal: $(STAMP)
 	$(PY) bench/gpu_kit.py rehearse -- $(GPU_REHEARSAL_ARGS)
 
-# The slow tests, after `make test` (.ci/run runs both): the GPU kit for the device (every wheel it needs exists for
-# CPython 3.12, and kit + tree stay under 60 MB) and the GPU check's rehearsal. Issue 24 will add the notebooks' `slow`
-# cells here.
-test-slow: gpu-kit gpu-rehearsal
+# The slow tests, after `make test` (.ci/run runs both): the notebooks that hold `slow` cells, with those cells (the
+# learning proof and its sabotages, the real CTs, full-size studies, the GPU check at tiny sizes); then the GPU kit
+# for the device (every wheel it needs exists for CPython 3.12, and kit + tree stay under 60 MB) and the GPU check's
+# rehearsal.
+SLOW_NBS := $(basename $(notdir $(shell grep -l '"\#| slow' nbs/*.ipynb)))
+test-slow: $(STAMP) browser
+	$(NBENV) $(PY) -c "from covseg.train import smoke_run; print('smoke run:', smoke_run().name)"
+	$(NBENV) $(BIN)/nbdev-test --n-workers 2 --flags slow --file-re '^($(subst $(empty) $(empty),$(bar),$(SLOW_NBS)))\.ipynb$$'
+	$(MAKE) gpu-kit gpu-rehearsal
 
 clean-outputs:
-	rm -rf $(DEMO_DATA) $(DEMO_CACHE) $(DEMO_RUN) _proc _docs _exec
+	rm -rf $(DEMO_DATA) $(DEMO_CACHE) $(DEMO_RUN) _proc _docs _exec .cache

@@ -30,9 +30,13 @@ def run_one(path:Path, out:Path, slow:bool):
     took = {}
     shell = CaptureShell(path)
     os.chdir(path.parent)
+    err = None
     try: shell.run_all(nb, exc_stop=True, preproc=skip, postproc=lambda c: took.__setitem__(c.id, c.metadata['execution']['total']))
-    except BaseException: pass
-    out.write_text(json.dumps(dict(ok=shell.exc is None, cells=took)))
+    except BaseException:
+        bad = next((c.id for c in nb.cells if any(o.get('output_type') == 'error' for o in c.get('outputs', []))), '?')
+        err = f"cell {bad}:\n{shell.prettytb(fname=path)}"
+    if err is None and shell.exc is not None: err = repr(shell.exc)
+    out.write_text(json.dumps(dict(ok=err is None, cells=took, error=err)))
 
 
 def bench(names:list, slow:bool)->list:
@@ -49,6 +53,7 @@ def bench(names:list, slow:bool)->list:
         rows.append((n, rc == 0 and res.get('ok', False), s, gib, cells))
         print(f"[{i}/{len(names)}] {n}: {'ok' if rows[-1][1] else 'FAILED'} {s:.0f} s, peak {gib:.2f} GiB; slowest cell "
               + (f"{cells[0][0]} {cells[0][1]:.0f} s" if cells else '-'), flush=True)
+        if res.get('error'): print(res['error'][-3000:], file=sys.stderr, flush=True)
     return rows
 
 
