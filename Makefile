@@ -55,12 +55,14 @@ SMOKE_ROOT ?= $(abspath .cache)
 NBENV := COVSEG_REAL_CT=$(REAL_CT) COVSEG_SMOKE_ROOT=$(SMOKE_ROOT)
 empty :=
 bar := |
+# The docs and repository checks run beside the notebooks (make -j2), filling the cores the notebooks' tail leaves idle.
 test: $(STAMP) browser
+	$(MAKE) --no-print-directory -j2 --output-sync=target nbtest docs-check repo-check
+	$(MAKE) --no-print-directory check-sync
+
+nbtest: $(STAMP)
 	$(NBENV) $(PY) -c "from covseg.train import smoke_run; print('smoke run:', smoke_run().name)"
-	$(NBENV) $(BIN)/nbdev-test --n-workers 2
-	$(MAKE) repo-check
-	$(MAKE) docs-check
-	$(MAKE) check-sync
+	$(NBENV) $(BIN)/nbdev-test --n-workers 2 --timing --cell-timing-min 60
 
 # The GitHub workflows and CITATION.cff against their published schemas (check-jsonschema's bundled copies: no network).
 repo-check: $(STAMP)
@@ -112,7 +114,7 @@ gpu-rehearsal: $(STAMP)
 SLOW_NBS := $(basename $(notdir $(shell grep -l '"\#| slow' nbs/*.ipynb)))
 test-slow: $(STAMP) browser
 	$(NBENV) $(PY) -c "from covseg.train import smoke_run; print('smoke run:', smoke_run().name)"
-	$(NBENV) $(BIN)/nbdev-test --n-workers 2 --flags slow --file-re '^($(subst $(empty) $(empty),$(bar),$(SLOW_NBS)))\.ipynb$$'
+	$(NBENV) $(BIN)/nbdev-test --n-workers 2 --timing --cell-timing-min 60 --flags slow --file-re '^($(subst $(empty) $(empty),$(bar),$(SLOW_NBS)))\.ipynb$$'
 	$(MAKE) gpu-kit gpu-rehearsal
 
 clean-outputs:
