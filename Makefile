@@ -40,7 +40,7 @@ demo: $(STAMP)
 # in _exec/html/screenshots/.
 docs: $(STAMP) browser
 	@test -f $(DEMO_RUN)/eval/cases.csv || $(MAKE) demo
-	$(PY) tools/make_docs.py --run $(DEMO_RUN) --cache $(DEMO_CACHE)
+	COVSEG_SMOKE_ROOT=$(SMOKE_ROOT) $(PY) tools/make_docs.py --run $(DEMO_RUN) --cache $(DEMO_CACHE)
 	$(PY) tools/check_docs.py --nbs _exec/nbs --reader --keep _exec/html
 
 # Notebook tests: every notebook, two at a time, as `nbdev-test` runs them (cells flagged cuda/data/net/slow/demo are
