@@ -114,7 +114,7 @@ gpu-rehearsal: $(STAMP)
 SLOW_NBS := $(basename $(notdir $(shell grep -l '"\#| slow' nbs/*.ipynb)))
 test-slow: $(STAMP) browser
 	$(NBENV) $(PY) -c "from covseg.train import smoke_run; print('smoke run:', smoke_run().name)"
-	$(NBENV) $(BIN)/nbdev-test --n-workers 2 --timing --cell-timing-min 60 --flags slow --file-re '^($(subst $(empty) $(empty),$(bar),$(SLOW_NBS)))\.ipynb$$'
+	$(NBENV) $(BIN)/nbdev-test --n-workers 2 --timing --cell-timing-min 60 --cell-timeout 1200 --flags slow --file-re '^($(subst $(empty) $(empty),$(bar),$(SLOW_NBS)))\.ipynb$$'
 	$(MAKE) gpu-kit gpu-rehearsal
 
 clean-outputs:
