@@ -32,12 +32,12 @@ from .distributed import (launched, setup, is_main, barrier, main_first, rank, w
                                 broadcast_object, all_gather_object, all_ranks, unwrap_model, unwrap_dl)
 
 # %% auto #0
-__all__ = ['PROFILES', 'CKPT_FORMAT', 'SMOKE_STUDIES', 'SMOKE_SEED', 'DiceCELoss', 'dice_counts', 'item_dice', 'dice_per_item',
-           'MacroDice', 'soft_dice_per_item', 'SoftDice', 'get_config', 'one_cycle_scheds', 'FrozenEncoderEval',
-           'NonFiniteLossError', 'StopOnNonFinite', 'rng_state', 'set_rng_state', 'loader_state', 'set_loader_state',
-           'save_checkpoint', 'load_checkpoint', 'EpochCheckpoint', 'build_model', 'resolve_encoder', 'write_data_info',
-           'epoch_lines', 'restore_stage', 'build_stage', 'new_state', 'fit_phase', 'fit_stage', 'finish_stage',
-           'train_stage', 'plot_log', 'start_run', 'stage_init', 'train', 'code_key', 'cached_build', 'smoke_run']
+__all__ = ['PROFILES', 'SMOKE_STUDIES', 'SMOKE_SEED', 'CKPT_FORMAT', 'DiceCELoss', 'dice_counts', 'item_dice', 'dice_per_item',
+           'MacroDice', 'soft_dice_per_item', 'SoftDice', 'get_config', 'one_cycle_scheds', 'code_key', 'cached_build',
+           'smoke_run', 'FrozenEncoderEval', 'NonFiniteLossError', 'StopOnNonFinite', 'rng_state', 'set_rng_state',
+           'loader_state', 'set_loader_state', 'save_checkpoint', 'load_checkpoint', 'EpochCheckpoint', 'build_model',
+           'resolve_encoder', 'write_data_info', 'epoch_lines', 'plot_log', 'restore_stage', 'build_stage', 'new_state',
+           'fit_phase', 'fit_stage', 'finish_stage', 'train_stage', 'start_run', 'stage_init', 'train']
 
 # %% ../nbs/20_train.ipynb #c007
 class DiceCELoss(nn.Module):
@@ -123,6 +123,54 @@ def one_cycle_scheds(lr_max, n_epoch:int, start_epoch:int=0, pct_start:float=0.2
     mom = combined_cos(pct_start, *moms)
     shift = lambda f: (lambda p: f(s + p * (1 - s)))
     return {'lr': shift(lr), 'mom': shift(mom)}
+
+# %% ../nbs/20_train.ipynb #c031s
+def code_key(*extra)->str:
+    "A short hash of covseg's source files and the torch, numpy and fastai versions (and `extra`): the code a result was made by."
+    import covseg, fastai
+    h = hashlib.sha1()
+    for p in sorted(Path(covseg.__file__).parent.glob('*.py')): h.update(p.name.encode() + p.read_bytes())
+    for v in (torch.__version__, np.__version__, fastai.__version__, *extra): h.update(str(v).encode())
+    return h.hexdigest()[:12]
+
+def cached_build(dest, build, marker:str='ready.json')->Path:
+    ("`dest`, made once by `build(dest)` and then reused; a file lock lets one process build while the others wait, "
+     "and `marker`, written last, says it is complete (a half-built folder is built again)")
+    dest = Path(dest); ready = dest/marker
+    if ready.is_file(): return dest
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    with open(dest.parent/f'.{dest.name}.lock', 'w') as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not ready.is_file():
+            shutil.rmtree(dest, ignore_errors=True); dest.mkdir()
+            build(dest)
+            with atomic_path(ready) as t: Path(t).write_text(json.dumps(dict(built=time.strftime('%Y-%m-%d %H:%M:%S'))))
+    return dest
+
+# %% ../nbs/20_train.ipynb #c031u
+SMOKE_STUDIES, SMOKE_SEED = 5, 0
+
+def _build_smoke(d:Path, quiet:bool=True):
+    "Synthesise, prepare and train the smoke run into `d` (`data/`, `cache/`, `run/`)."
+    from covseg.synth import write_ricord, mark_synthetic
+    from covseg.preprocess import prepare
+    cfg = get_config('smoke')
+    with contextlib.redirect_stdout(io.StringIO()) if quiet else contextlib.nullcontext():
+        write_ricord(d/'data/ricord', n=SMOKE_STUDIES, seed=SMOKE_SEED); mark_synthetic(d/'data/ricord')
+        prepare(d/'data', d/'cache', grids=[cfg.stage1.grid, cfg.stage2.grid])
+    from covseg.train import train as _train     # defined further down this module (and this notebook)
+    _train(cfg, d/'cache', d/'run', quiet=quiet)
+
+def smoke_run(root=None, quiet:bool=True)->Path:
+    ("The folder of a finished smoke-profile run on synthetic studies (`data/`, `cache/`, `run/`), trained once per "
+     "`code_key` under `root` (default `$COVSEG_SMOKE_ROOT`, else ~/.cache/covseg) and reused; runs of other code there are removed")
+    root = Path(root or os.environ.get('COVSEG_SMOKE_ROOT') or Path.home()/'.cache'/'covseg')
+    dest = root/f'smoke-{code_key()}'
+    if not (dest/'ready.json').is_file():
+        cached_build(dest, partial(_build_smoke, quiet=quiet))
+        for old in root.glob('smoke-*'):
+            if old != dest: shutil.rmtree(old, ignore_errors=True)
+    return dest
 
 # %% ../nbs/20_train.ipynb #c019
 class FrozenEncoderEval(Callback):
@@ -311,6 +359,25 @@ def epoch_lines(names:callable)->callable:
         print('  '.join(f"{v:>10.6f}" if isinstance(v, float) else f"{v!s:>10}" for v in row), flush=True)
     return log
 
+# %% ../nbs/20_train.ipynb #c029
+def plot_log(log_csv, out_png=None, title:str=''):
+    "Training curves (losses and tuning Dice per epoch) of a stage's log; saved as PNG if `out_png`."
+    import matplotlib.pyplot as plt
+    d = pd.read_csv(log_csv)
+    fig, ax = plt.subplots(1, 2, figsize=(9, 3.2))
+    ax[0].plot(d.stage_epoch, d.train_loss, label='train loss')
+    ax[0].plot(d.stage_epoch, d.valid_loss, label='tuning loss')
+    ax[1].plot(d.stage_epoch, d.dice, color='C2', label='tuning Dice')
+    for k, c, lab in (('soft_dice', 'C4', 'tuning soft Dice'), ('train_dice', 'C1', 'training Dice (as trained)')):
+        if k in d: ax[1].plot(d.stage_epoch, d[k], color=c, ls='--', lw=1, label=lab)
+    for p in d.groupby('phase', sort=False).stage_epoch.min().iloc[1:]:
+        [a.axvline(p - .5, ls=':', c='grey') for a in ax]
+    ax[0].legend(); ax[1].legend(); ax[0].set_xlabel('epoch'); ax[1].set_xlabel('epoch')
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    if out_png is not None: fig.savefig(out_png, dpi=90); plt.close(fig)
+    return fig
+
 # %% ../nbs/20_train.ipynb #c028b
 def restore_stage(cfg:TrainConfig, k:int, run:RunDir, resume:bool=False)->tuple:
     ("Where stage `k` of `run` starts: (its summary if it is finished, the checkpoint to continue from); refuses to "
@@ -428,25 +495,6 @@ def train_stage(cfg:TrainConfig, k:int, cache, run_dir, resume:bool=False, dls=N
     if torch.cuda.is_available(): torch.cuda.empty_cache()
     return summary
 
-# %% ../nbs/20_train.ipynb #c029
-def plot_log(log_csv, out_png=None, title:str=''):
-    "Training curves (losses and tuning Dice per epoch) of a stage's log; saved as PNG if `out_png`."
-    import matplotlib.pyplot as plt
-    d = pd.read_csv(log_csv)
-    fig, ax = plt.subplots(1, 2, figsize=(9, 3.2))
-    ax[0].plot(d.stage_epoch, d.train_loss, label='train loss')
-    ax[0].plot(d.stage_epoch, d.valid_loss, label='tuning loss')
-    ax[1].plot(d.stage_epoch, d.dice, color='C2', label='tuning Dice')
-    for k, c, lab in (('soft_dice', 'C4', 'tuning soft Dice'), ('train_dice', 'C1', 'training Dice (as trained)')):
-        if k in d: ax[1].plot(d.stage_epoch, d[k], color=c, ls='--', lw=1, label=lab)
-    for p in d.groupby('phase', sort=False).stage_epoch.min().iloc[1:]:
-        [a.axvline(p - .5, ls=':', c='grey') for a in ax]
-    ax[0].legend(); ax[1].legend(); ax[0].set_xlabel('epoch'); ax[1].set_xlabel('epoch')
-    fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
-    if out_png is not None: fig.savefig(out_png, dpi=90); plt.close(fig)
-    return fig
-
 # %% ../nbs/20_train.ipynb #c031
 def start_run(cfg:TrainConfig, cache, run_dir, stages=(1, 2), resume:bool=False, quiet:bool=False)->TrainConfig:
     ("Open `run_dir` for `cfg`: encoder weights found (or the fallback), config checked against a saved one, config "
@@ -477,50 +525,3 @@ def train(cfg:TrainConfig, cache, run_dir, stages=(1, 2), resume:bool=False, dev
     cfg = start_run(cfg, cache, run_dir, stages, resume, quiet)
     return [train_stage(cfg, k, cache, run_dir, resume=resume, device=device,
                         init=stage_init(RunDir(run_dir), k), quiet=quiet) for k in stages]
-
-# %% ../nbs/20_train.ipynb #c031s
-def code_key(*extra)->str:
-    "A short hash of covseg's source files and the torch, numpy and fastai versions (and `extra`): the code a result was made by."
-    import covseg, fastai
-    h = hashlib.sha1()
-    for p in sorted(Path(covseg.__file__).parent.glob('*.py')): h.update(p.name.encode() + p.read_bytes())
-    for v in (torch.__version__, np.__version__, fastai.__version__, *extra): h.update(str(v).encode())
-    return h.hexdigest()[:12]
-
-def cached_build(dest, build, marker:str='ready.json')->Path:
-    ("`dest`, made once by `build(dest)` and then reused; a file lock lets one process build while the others wait, "
-     "and `marker`, written last, says it is complete (a half-built folder is built again)")
-    dest = Path(dest); ready = dest/marker
-    if ready.is_file(): return dest
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    with open(dest.parent/f'.{dest.name}.lock', 'w') as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        if not ready.is_file():
-            shutil.rmtree(dest, ignore_errors=True); dest.mkdir()
-            build(dest)
-            with atomic_path(ready) as t: Path(t).write_text(json.dumps(dict(built=time.strftime('%Y-%m-%d %H:%M:%S'))))
-    return dest
-
-# %% ../nbs/20_train.ipynb #c031u
-SMOKE_STUDIES, SMOKE_SEED = 5, 0
-
-def _build_smoke(d:Path, quiet:bool=True):
-    "Synthesise, prepare and train the smoke run into `d` (`data/`, `cache/`, `run/`)."
-    from covseg.synth import write_ricord, mark_synthetic
-    from covseg.preprocess import prepare
-    cfg = get_config('smoke')
-    with contextlib.redirect_stdout(io.StringIO()) if quiet else contextlib.nullcontext():
-        write_ricord(d/'data/ricord', n=SMOKE_STUDIES, seed=SMOKE_SEED); mark_synthetic(d/'data/ricord')
-        prepare(d/'data', d/'cache', grids=[cfg.stage1.grid, cfg.stage2.grid])
-    train(cfg, d/'cache', d/'run', quiet=quiet)
-
-def smoke_run(root=None, quiet:bool=True)->Path:
-    ("The folder of a finished smoke-profile run on synthetic studies (`data/`, `cache/`, `run/`), trained once per "
-     "`code_key` under `root` (default `$COVSEG_SMOKE_ROOT`, else ~/.cache/covseg) and reused; runs of other code there are removed")
-    root = Path(root or os.environ.get('COVSEG_SMOKE_ROOT') or Path.home()/'.cache'/'covseg')
-    dest = root/f'smoke-{code_key()}'
-    if not (dest/'ready.json').is_file():
-        cached_build(dest, partial(_build_smoke, quiet=quiet))
-        for old in root.glob('smoke-*'):
-            if old != dest: shutil.rmtree(old, ignore_errors=True)
-    return dest
