@@ -57,7 +57,7 @@ empty :=
 bar := |
 # The docs and repository checks run beside the notebooks (make -j2), filling the cores the notebooks' tail leaves idle.
 test: $(STAMP) browser
-	$(MAKE) --no-print-directory -j2 --output-sync=target nbtest docs-check repo-check
+	$(MAKE) --no-print-directory -j2 --output-sync=line nbtest docs-check repo-check
 	$(MAKE) --no-print-directory check-sync
 
 nbtest: $(STAMP)
