@@ -13,7 +13,7 @@ DEMO_LESION_MM ?= 25-60
 DEMO_RUN ?= runs/demo
 DEMO_SEED ?= 42
 
-.PHONY: install demo docs test nbtest check-sync clean-outputs browser docs-check gpu-check repo-check gpu-kit gpu-rehearsal test-slow
+.PHONY: install demo docs test nbtest smoke check-sync clean-outputs browser docs-check gpu-check repo-check gpu-kit gpu-rehearsal test-slow
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || python3 -m venv $(VENV)
@@ -60,8 +60,7 @@ test: $(STAMP) browser
 	$(MAKE) --no-print-directory -j2 --output-sync=line nbtest docs-check repo-check
 	$(MAKE) --no-print-directory check-sync
 
-nbtest: $(STAMP)
-	$(NBENV) $(PY) -c "from covseg.train import smoke_run; print('smoke run:', smoke_run().name)"
+nbtest: smoke
 	$(NBENV) $(BIN)/nbdev-test --n-workers 2 --timing --cell-timing-min 60
 
 # The GitHub workflows and CITATION.cff against their published schemas (check-jsonschema's bundled copies: no network).
@@ -112,10 +111,13 @@ gpu-rehearsal: $(STAMP)
 # for the device (every wheel it needs exists for CPython 3.12, and kit + tree stay under 60 MB) and the GPU check's
 # rehearsal.
 SLOW_NBS := $(basename $(notdir $(shell grep -l '"\#| slow' nbs/*.ipynb)))
-test-slow: $(STAMP) browser
-	$(NBENV) $(PY) -c "from covseg.train import smoke_run; print('smoke run:', smoke_run().name)"
+test-slow: smoke browser
 	$(NBENV) $(BIN)/nbdev-test --n-workers 2 --timing --cell-timing-min 60 --cell-timeout 1200 --flags slow --file-re '^($(subst $(empty) $(empty),$(bar),$(SLOW_NBS)))\.ipynb$$'
 	$(MAKE) gpu-kit gpu-rehearsal
+
+# The smoke run several notebooks read (covseg.train.smoke_run), trained once per version of the code into $(SMOKE_ROOT).
+smoke: $(STAMP)
+	$(NBENV) $(PY) -c "from covseg.train import smoke_run; print('smoke run:', smoke_run().name)"
 
 clean-outputs:
 	rm -rf $(DEMO_DATA) $(DEMO_CACHE) $(DEMO_RUN) _proc _docs _exec .cache

@@ -15,7 +15,6 @@ from bench_data import machine, replace_section
 from bench_memory import peak_rss
 
 ROOT = Path(__file__).resolve().parent.parent
-SKIP = ['notest', 'cuda', 'data', 'slow', 'net', 'demo']
 LIMIT = 120                                              # seconds: issue 24's ceiling for one cell in `make test`
 
 
@@ -26,7 +25,8 @@ def run_one(path:Path, out:Path, slow:bool):
     from nbdev.test import _skip_cell
     os.environ['IN_TEST'] = '1'
     nb = NBProcessor(path, process=True).nb
-    skip = _skip_cell(nb, [f for f in SKIP if not (slow and f == 'slow')], [])
+    from nbdev.config import get_config
+    skip = _skip_cell(nb, [f for f in get_config().tst_flags if not (slow and f == 'slow')], [])   # as nbdev-test
     took = {}
     shell = CaptureShell(path)
     os.chdir(path.parent)
