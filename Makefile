@@ -47,8 +47,8 @@ docs: $(STAMP) browser
 # skipped); first the smoke run that several notebooks read (covseg.train.smoke_run: five synthetic studies, both
 # stages, trained once per version of the code into the ignored .cache/), then the docs check, then the check that
 # notebooks are clean and the exported library is in step with them. bench/bench_notebooks.py times every notebook.
-# The real chest CTs of this workplace (COVID-CT-MD's sample, never in the repository) for the real-CT cells of 05_pacs
-# (and the `slow` ones of 32_lungmask and 42_clinical): COVSEG_REAL_CT names the folder when it exists; empty
+# The real chest CTs of this workplace (COVID-CT-MD's sample, never in the repository) for the real-CT cells of 06_pacs
+# (and the `slow` ones of 33_lungmask and 42_clinical): COVSEG_REAL_CT names the folder when it exists; empty
 # elsewhere, and those cells say they skipped.
 REAL_CT := $(wildcard $(abspath ../shared/realct))
 SMOKE_ROOT ?= $(abspath .cache)
@@ -102,7 +102,7 @@ gpu-kit: $(STAMP)
 # That run rehearsed here: the same kit for this machine's Python (.whl-rehearsal/), a fresh venv that sees only .venv's
 # image distributions besides it, a copy of the travelling tree, `bash bench/gpu_check.sh --cpu-test $(GPU_REHEARSAL_ARGS)`
 # (--nbs: nbdev-test runs the `cuda` notebooks' other cells on the CPU, proving the runner and their imports are in the kit).
-GPU_REHEARSAL_ARGS ?= --nbs 12_loaders,30_infer
+GPU_REHEARSAL_ARGS ?= --nbs 12_loaders,31_infer
 gpu-rehearsal: $(STAMP)
 	$(PY) bench/gpu_kit.py rehearse -- $(GPU_REHEARSAL_ARGS)
 

@@ -5,7 +5,8 @@ import os, sys, time, json, shutil, platform, tempfile, statistics, re, resource
 from pathlib import Path
 import numpy as np
 import torch
-from covseg.io import Volume, Geometry, write_image, read_dicom_series
+from covseg.volume import Volume, Geometry
+from covseg.io import write_image, read_dicom_series
 from covseg.phantom import make_phantom
 from covseg.synth import write_ricord, _geometry
 from covseg.datasets import Case, read_ricord, convert_ricord

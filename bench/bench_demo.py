@@ -28,7 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_data import machine, replace_section
 from covseg.metrics import summarise, DATASET_NAMES
 from covseg.datasets import DATASETS
-from covseg.io import CovsegInputError
+from covseg.core import CovsegInputError
 from covseg.cache import read_manifest
 from covseg.run import RunDir
 

@@ -44,7 +44,7 @@ def child(mode:str, study:str, out:str, grid, slide_spacing)->dict:
     import torch
     import covseg.infer as ci
     from covseg.io import read_image, write_image
-    from covseg.transforms import model_input, grid_at_spacing, to_study_grid, AIR_LEVEL
+    from covseg.volume import model_input, grid_at_spacing, to_study_grid, AIR_LEVEL
     pr = _model(grid, slide_spacing)
     res = dict(mode=mode, threads=torch.get_num_threads())
     if mode == 'baseline': return dict(res, rss_gib=peak_rss_gib())
@@ -100,7 +100,8 @@ def make_study(tmp:Path, cfg)->Path:
     "A synthetic phantom study written as an int16 NIfTI file (what a user has)."
     from covseg.phantom import make_phantom
     from covseg.synth import _geometry
-    from covseg.io import Volume, write_image
+    from covseg.volume import Volume
+    from covseg.io import write_image
     p = make_phantom(cfg['shape'], spacing=cfg['spacing'], seed=1)
     return write_image(Volume(np.round(p.image).astype(np.int16), _geometry(p)), tmp/'study.nii.gz')
 
@@ -117,8 +118,7 @@ def gpu_rows(cfg, device='cuda', big=((600, 512, 512), (2.5, 0.7, 0.7)), tta:boo
     spacing) shows memory stays bounded. `bench/gpu_check.py` reuses it (both modes, no TTA, no large study)."""
     import torch
     from covseg.infer import predict, patch_starts
-    from covseg.transforms import grid_at_spacing
-    from covseg.io import Volume
+    from covseg.volume import grid_at_spacing, Volume
     from covseg.phantom import make_phantom
     from covseg.synth import _geometry
     pr = _model(cfg['grid'], cfg['slide_spacing'], device)

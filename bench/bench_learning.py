@@ -30,7 +30,7 @@ from bench_data import machine, replace_section
 from covseg.io import read_image
 from covseg.cache import load_case, parse_grid, grid_name, entries, read_manifest
 from covseg.run import RunDir
-from covseg.transforms import resize, resample_to
+from covseg.volume import resize, resample_to
 from covseg.train import get_config, resolve_encoder
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -14,7 +14,7 @@ from covseg.synth import write_ricord, mark_synthetic
 from covseg.preprocess import prepare
 from covseg.loaders import make_dls, AugConfig
 from covseg.cache import entries
-from covseg.io import HU_WINDOW
+from covseg.volume import HU_WINDOW
 
 GRID = (20, 256, 256)
 

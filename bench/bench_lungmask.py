@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_data import machine, replace_section
-from covseg.io import Volume
+from covseg.volume import Volume
 from covseg.phantom import make_phantom
 from covseg.synth import _geometry
 from covseg.metrics import dice

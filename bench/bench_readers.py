@@ -2,7 +2,7 @@
 `covseg.pacs.series_kinds` (transfer syntaxes, shuffled and anonymised files, per-slice rescale, padding, coronal and
 feet-first stacking, gantry tilt of either sense) read by covseg, dcm2niix and dicom2nifti and compared in patient
 space; the NIfTI variants read by covseg and nibabel; and the time each reader takes for one series (median of 3).
-The notebook `05_pacs` runs the same checks on a small phantom in `make test`; this script repeats them at a
+The notebook `06_pacs` runs the same checks on a small phantom in `make test`; this script repeats them at a
 clinical size. Synthetic data: these are agreement and speed figures, not accuracy figures of the paper.
 
 Run: `.venv/bin/python bench/bench_readers.py` (about two minutes; writes the section of BENCHMARKS.md named in HEAD).
@@ -13,7 +13,8 @@ import numpy as np
 import pandas as pd
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_data import machine, replace_section
-from covseg.io import Volume, read_dicom_series, read_image
+from covseg.volume import Volume
+from covseg.io import read_dicom_series, read_image
 from covseg.phantom import make_phantom
 from covseg.synth import _geometry
 from covseg.pacs import (check_readers, write_series, read_with_dcm2niix, read_with_dicom2nifti, read_with_nibabel, compare,
@@ -72,7 +73,7 @@ def write_section(kinds, times, nifti):
     L += ['', 'NIfTI variants written by nibabel, read by covseg and by nibabel:', '',
           '| NIfTI kind | grid | direction | voxels |', '|---|---|---|---|']
     L += [f"| {r.kind} | {_g(r.grid_mm)} mm | {_g(r.direction)} | {_g(r.hu, '.3g')} HU |" for r in nifti.itertuples()]
-    L += ['', "Where they differ, and who is right, is said in `nbs/05_pacs.ipynb` (dicom2nifti refuses anonymised headers and "
+    L += ['', "Where they differ, and who is right, is said in `nbs/06_pacs.ipynb` (dicom2nifti refuses anonymised headers and "
           "tilted series; dcm2niix's `_Tilt_1` output is right for one sense of tilt only; SimpleITK alone misreads a NIfTI whose only "
           "transform is an sform disagreeing with `pixdim`, which covseg corrects)."]
     replace_section(HEAD, L)

@@ -22,7 +22,7 @@ from covseg.clinical import predict_study, read_study
 from covseg.datasets import read_coronacases, read_mosmed
 from covseg.io import read_image
 from covseg.lungmask import lung_mask, lung_steps, show_lungs, upsample
-from covseg.transforms import to_canonical, from_canonical
+from covseg.volume import to_canonical, from_canonical
 
 HEAD = "## Real chest CT (`bench/bench_realct.py`)"
 STUDIES = ('P002', 'cap002', 'normal001')

@@ -2,14 +2,13 @@
 
 On any machine: parameter count and FLOPs of one training step (forward + backward) at both paper
 stage sizes, counted with torch.utils.flop_counter on the meta device (no computation), and the
-measured CPU step time at the smoke and demo sizes. On a CUDA machine, in addition, per paper stage:
-step time with mixed precision, samples/s, achieved TFLOP/s, the epoch time that follows for 100
-training volumes, peak GPU memory, and how much the data loader (cache + batched GPU augmentation)
-adds to the pure model step (`stage_step`, which `bench/gpu_check.py` reuses). Writes its sections into BENCHMARKS.md
-with the machine; on a CUDA machine its GPU figures go into the GPU section through `bench/gpu_check.py --parts step`
-(the section `make gpu-check` owns), with the card.
+measured CPU step time at the smoke and demo sizes, into BENCHMARKS.md with the machine. The GPU figures of the same
+step (`stage_step`, below: per paper stage, the step time with mixed precision, samples/s, achieved TFLOP/s, the epoch
+time that follows for 100 training volumes, peak GPU memory, and how much the data loader adds to the pure model step)
+are measured by `bench/gpu_check.py --parts step`, which imports this file and owns the GPU section; this file never
+imports it (no import circle).
 
-Run: `.venv/bin/python bench/bench_train.py` (one short command; a few minutes on a GPU)."""
+Run: `.venv/bin/python bench/bench_train.py` (one short command, a few minutes on 2 cores)."""
 import os, sys, time, tempfile, shutil, statistics
 from pathlib import Path
 import torch
@@ -102,10 +101,8 @@ def main():
              '| profile / stage | batch | seconds per step |', '|---|---|---|'] + [f"| {a} | {b} | {c:.2f} s |" for a, b, c in cpu]
     write_section("## Training step on the CPU (`bench/bench_train.py`)", lines)
     print('\n'.join(lines))
-    if not torch.cuda.is_available(): return print('no CUDA GPU here: the GPU section of BENCHMARKS.md is left as it is')
-    import gpu_check                      # the GPU section is `make gpu-check`'s: write it with only this part measured
-    rc = gpu_check.main(['--parts', 'step'])
-    if rc: sys.exit(rc)
+    # The GPU section is `bench/gpu_check.py`'s, which imports this file (never the other way round: no import circle).
+    print('the GPU figures of a training step: `python bench/gpu_check.py --parts step` (it reuses `stage_step` below)')
 
 def stage_step(grid, bs, device, n=5, loader_n=8, cache=None, warmup=2)->dict:
     """One stage's training step on `device` (mixed precision on CUDA): median step time, samples/s, achieved TFLOP/s, the

@@ -5,7 +5,7 @@ device time in all (machine start included), one command of at most 10 minutes. 
 `bench/gpu_check.sh` (it installs the wheel kit `make gpu-kit` built, `.whl/`, and calls this file with the image's own
 `python3`); the whole check ends within `--budget` seconds (default 450) so that a second try fits. In this order:
 
-1. the `cuda`-flagged notebook cells: `nbdev-test --flags cuda` on nbs/12_loaders and nbs/30_infer (and 91_ddp where
+1. the `cuda`-flagged notebook cells: `nbdev-test --flags cuda` on nbs/12_loaders and nbs/31_infer (and 91_ddp where
    there are two GPUs: its only `cuda` cell needs two), in the background while the CPU makes the data of part 3;
 2. data for part 3: twelve synthetic RICORD studies, phantoms drawn in parallel processes, at 96x256x256 (the
    network sees whole volumes resized to the paper's grids, so a smaller source changes nothing it sees), cached at
@@ -72,7 +72,7 @@ TINY_STUDY = dict(shape=(24, 64, 64), spacing=(12.5, 5.6, 5.6), grid=(8, 32, 32)
 
 def notebooks_for(gpus:int)->tuple:
     "The notebooks whose `cuda` cells run on a machine with `gpus` GPUs (91_ddp's only `cuda` cell needs two)."
-    return ('12_loaders', '30_infer') + (('91_ddp',) if gpus >= 2 else ())
+    return ('12_loaders', '31_infer') + (('91_ddp',) if gpus >= 2 else ())
 
 @dataclass
 class Sizes:

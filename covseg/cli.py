@@ -12,7 +12,7 @@ from pathlib import Path, PurePath
 from types import UnionType
 from typing import Union, get_args, get_origin, get_type_hints
 import pandas as pd
-from .io import CovsegInputError
+from .core import CovsegInputError
 from .synth import synthesize, SIZES
 from .cache import MANIFEST, parse_grid, grid_name, PAPER_GRIDS
 from .preprocess import prepare, summary

@@ -15,7 +15,10 @@ import highdicom as hd
 from pydicom.sr.codedict import codes
 from pydicom.sr.coding import Code
 from . import __version__
-from .io import CovsegInputError, Volume, read_dicom_series, atomic_path, check_same_grid
+from .core import CovsegInputError, atomic_path
+from .volume import Volume
+from .io import read_dicom_series
+from .volume import check_same_grid
 
 # %% auto #0
 __all__ = ['ANATOMICAL_STRUCTURE', 'SEGMENTS', 'INFILTRATE', 'LUNG_LABELS', 'TYPE2', 'DESCRIPTION', 'Segment', 'algorithm',

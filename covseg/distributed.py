@@ -11,7 +11,7 @@ from contextlib import contextmanager
 import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel, DataParallel
-from .io import quiet_fastai
+from .core import quiet_fastai
 with quiet_fastai():                     # fastai under torch 2.14: one known FutureWarning, nothing else
     from fastai.callback.core import Callback
     from fastai.torch_core import num_distrib, rank_distrib

@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 from scipy import ndimage
 import surface_distance.metrics
-from .io import CovsegInputError
+from .core import CovsegInputError
 from .datasets import DATASETS
 
 # %% auto #0

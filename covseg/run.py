@@ -10,7 +10,7 @@ import json, re
 from dataclasses import dataclass, field, asdict
 from pathlib import Path
 import pandas as pd
-from .io import CovsegInputError, atomic_path
+from .core import CovsegInputError, atomic_path
 from fastcore.basics import patch
 
 # %% auto #0

@@ -11,7 +11,8 @@ from pathlib import Path
 import numpy as np
 from scipy import ndimage as ndi
 from matplotlib.figure import Figure
-from .io import CovsegInputError, Volume, atomic_path, check_same_grid, HU_WINDOW
+from .core import CovsegInputError, atomic_path
+from .volume import Volume, HU_WINDOW, check_same_grid
 from .viewer import PAGE_CSS, display_orientation, orient_slice
 
 # %% auto #0

@@ -2,7 +2,7 @@
 
 `check_in_browser` works every viewer on a page in headless Chromium (selenium with Debian's `chromium` and
 `chromium-driver`; `make browser` installs them); `html_frame` computes in Python what a viewer's first frame must
-be, from the images embedded in its payload. Used by the browser tests of `nbs/31_viewer.ipynb` and by
+be, from the images embedded in its payload. Used by the browser tests of `nbs/32_viewer.ipynb` and by
 `tools/check_docs.py`.
 """
 import base64, contextlib, io, os, shutil, tempfile, time

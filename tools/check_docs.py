@@ -3,7 +3,7 @@
 1. `nbdev-proc-nbs` (run in-process, exactly as the command does, except that nbdev's Quarto auto-install
    -- curl + sudo dpkg -- is switched off): every notebook must process. Processing executes the cells
    marked `#| exec_doc` (and exports and imports), so the processed notebooks in `_proc/` hold the outputs
-   Quarto would publish, the HTML viewers of `nbs/31_viewer.ipynb` among them.
+   Quarto would publish, the HTML viewers of `nbs/32_viewer.ipynb` among them.
 2. The Quarto configuration must not drop cell outputs (`output: false` / `include: false` at site level).
 3. Every processed notebook is rendered to HTML with nbconvert (no execution).
 4. The hand-written sidebar (`nbs/sidebar.yml`, `custom_sidebar = true`) and the front page's notebook table must
@@ -24,7 +24,7 @@ import argparse, re, shutil, sys, tempfile, time, traceback
 from pathlib import Path
 
 root = Path(__file__).resolve().parent.parent
-VIEWER_NB = '31_viewer.ipynb'
+VIEWER_NB = '32_viewer.ipynb'
 GENERATED = ('sidebar.yml', 'nbdev.yml', '_quarto.yml')   # files in nbs/ that nbdev-proc-nbs may rewrite
 
 
@@ -120,9 +120,9 @@ ANNOUNCES = re.compile(r"(picture|figure|plot|table|curves?|viewer|batch, as the
 SHOWN = ('image/png', 'image/jpeg', 'image/svg+xml', 'text/html', 'text/markdown')
 NOT_RUN = ('cuda', 'data', 'net', 'slow', 'notest')
 # Teaching pages: each must show at least one figure or viewer.
-TEACHING = ('index', '01_phantom', '02_synth', '04_transforms', '08_preprocess', '10_model', '12_loaders',
-            '21_train_stages', '31_viewer', '32_lungmask', '33_evaluate', '34_report', '40_severity', '42_clinical')
-SHOTS = ('index', '21_train_stages', '33_evaluate', '31_viewer')
+TEACHING = ('index', '03_phantom', '04_synth', '01_volume', '09_preprocess', '10_model', '12_loaders',
+            '21_train_stages', '32_viewer', '33_lungmask', '34_evaluate', '35_report', '40_severity', '42_clinical')
+SHOTS = ('index', '21_train_stages', '34_evaluate', '32_viewer')
 MAX_ASSERT_SHARE = 0.27   # "about a quarter" of a teaching page's visible code, with the folded checks not counted
 LOCAL = re.compile(r"(/tmp/|/var/folders/|/home/\w+|/root/|/Users/\w+)")
 
@@ -184,7 +184,7 @@ def shots(out:Path, failures:list):
                 page = out/f'{name}.html'
                 if not page.exists(): failures.append(f"{page.name}: not rendered, no screenshot"); continue
                 d.get(page.resolve().as_uri()); time.sleep(1.0)
-                if name == '31_viewer':
+                if name == '32_viewer':
                     d.execute_script("const v = document.querySelectorAll('.covseg-viewer'); if (v.length) v[v.length - 1].scrollIntoView()")
                     time.sleep(0.5)
                     wide = d.execute_script("return Array.from(document.querySelectorAll('.covseg-viewer canvas, .covseg-viewer .cv-strip'))"

@@ -14,7 +14,7 @@ examples that teach stand out; the notebooks in `nbs/` are unchanged. The site i
 `_exec/nbs/`: here by `tools/check_docs.py --nbs _exec/nbs --reader` (nbconvert, headless Chromium), on GitHub by
 `nbdev-docs --path _exec/nbs` (Quarto).
 
-Usage: python tools/make_docs.py [--run runs/demo] [--cache cache/demo] [--only 33_evaluate,34_report] [--workers 2]
+Usage: python tools/make_docs.py [--run runs/demo] [--cache cache/demo] [--only 34_evaluate,35_report] [--workers 2]
 """
 import argparse, json, os, re, shutil, subprocess, sys, tempfile, time
 from concurrent.futures import ThreadPoolExecutor
@@ -25,7 +25,7 @@ OUT = root/'_exec'/'nbs'
 SKIP_FLAGS = ('notest', 'cuda', 'data', 'slow', 'net')     # as plain `nbdev-test`
 FORCE_FLAGS = ('demo',)                                    # the cells that show the demo run
 AS_USER = {'21_train_stages'}                              # run as a user runs them, on the demo run (not IN_TEST)
-LONG = {'06_download', '30_infer', '32_lungmask', '33_evaluate', '34_report'}   # started first after those (about a minute each)
+LONG = {'07_download', '31_infer', '33_lungmask', '34_evaluate', '35_report'}   # started first after those (about a minute each)
 # Pages whose execution is a long test of machinery (two processes, the CLI end to end, the GPU check's rehearsal):
 # their outputs are made by the tests, not shown on the site; the page is their prose and API. (20_train, which reads
 # the cached smoke run since issue 24, is executed: its batch fit, smoke-run log and curves are on its page.)
