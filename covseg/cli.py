@@ -21,7 +21,9 @@ from .datasets import INFECTIOUS
 from .download import SOURCES, ZENODO, RICORD_ANNOTATIONS, DownloadError, download
 
 # %% auto #0
-__all__ = ['build_parser', 'main', 'ConfigOverrideError', 'apply_overrides']
+__all__ = ['COMMANDS', 'subcommand', 'build_parser', 'ConfigOverrideError', 'main', 'synth_args', 'cmd_synth', 'download_args',
+           'cmd_download', 'prepare_args', 'cmd_prepare', 'apply_overrides', 'train_args', 'cmd_train', 'predict_args',
+           'cmd_predict', 'evaluate_args', 'cmd_evaluate', 'report_args', 'cmd_report']
 
 # %% ../nbs/90_cli.ipynb #c006
 def _size(s:str):
@@ -41,195 +43,133 @@ def _datasets(s:str)->tuple:
     if bad or not ks: raise argparse.ArgumentTypeError(f"expected some of {','.join(SOURCES)}, not {s!r}")
     return ks
 
+# %% ../nbs/90_cli.ipynb #c006a
+COMMANDS = {}   # name: (function adding its arguments to a sub-parser, function running it, its line in --help)
+
+def subcommand(
+    name:str, # the subcommand's name on the command line
+    add_args, # `add_args(parser)` adds its arguments to its sub-parser
+    help:str, # the line `covseg --help` shows for it
+):
+    "Decorator: register `run(args)->int` (which returns the exit status) as `covseg NAME` in `COMMANDS`."
+    def register(run):
+        COMMANDS[name] = (add_args, run, help)
+        return run
+    return register
+
+# %% ../nbs/90_cli.ipynb #c006b
 def build_parser()->argparse.ArgumentParser:
-    "The argument parser of `covseg`."
+    "The argument parser of `covseg`: one sub-parser per subcommand of `COMMANDS`, in their order."
     p = argparse.ArgumentParser(
         prog='covseg', description='COVID-19 infiltrate segmentation in chest CT (Bressem et al. 2021, reproduced).')
     sub = p.add_subparsers(dest='command', required=True)
-    s = sub.add_parser('synth', help='write synthetic Coronacases, MosMed and RICORD datasets in their real layouts')
-    s.add_argument('out', type=Path, help='output folder (gets coronacases/, mosmed/, ricord/)')
-    s.add_argument('--cases', type=int, default=4, help='cases per dataset')
-    s.add_argument('--ricord-cases', type=int, default=None, help='RICORD (training) studies, if not --cases')
-    s.add_argument('--lesion-mm', type=_range, default=None,
-                   help="range of the infiltrates' radii in mm, LO-HI (default: the phantom's 5-40)")
-    s.add_argument('--seed', type=int, default=0)
-    s.add_argument('--size', type=_size, default='small', help="'small' (CPU demo), 'full' (512x512 slices) or ZxYxX")
-    s.add_argument('--lesions', type=_range, default=None,
-                   help="infiltrates per phantom, LO-HI (e.g. 6-10; default: the phantom's own 1-8)")
-    d = sub.add_parser('download', help="fetch the paper's datasets into DATA_ROOT: RICORD 1a from IDC, "
-                                        "Coronacases from Zenodo, MosMedData from an archive you fetched")
-    d.add_argument('data_root', type=Path,
-                   help='folder to fill with ricord/, coronacases/, mosmed/ (as `prepare` reads)')
-    d.add_argument('--only', type=_datasets, default=tuple(SOURCES),
-                   help='some of ricord,coronacases,mosmed (comma separated; default: all)')
-    d.add_argument('--yes', action='store_true',
-                   help='accept the licences and citations shown (otherwise asked on a terminal, refused elsewhere)')
-    d.add_argument('--all-series', action='store_true',
-                   help="all 229 RICORD series (11.7 GB), not only the annotated ones")
-    d.add_argument('--ricord-annotations', help="the MD.ai annotation export, a file or an address (default: TCIA's)")
-    d.add_argument('--mosmed-archive',
-                   help='the COVID19_1110 archive you fetched: zip, unpacked folder or http(s) address')
-    d.add_argument('--mosmed-sha256', help="the archive's SHA-256, checked when it is fetched from an address")
-    d.add_argument('--zenodo', default=ZENODO, help='Zenodo (or a mirror of its API and files)')
-    q = sub.add_parser('prepare', help='convert, cache and split the datasets; write CACHE/manifest.csv')
-    q.add_argument('data_root', type=Path, nargs='?', help='folder holding any of coronacases/, mosmed/, ricord/')
-    q.add_argument('cache', type=Path, help='cache folder')
-    for k in ('ricord', 'coronacases', 'mosmed'):
-        q.add_argument(f'--{k}', type=Path, help=f'{k} folder elsewhere than DATA_ROOT/{k}')
-    q.add_argument('--ricord-annotations', type=Path,
-                   help='the MD.ai JSON export (default: the one *.json under the RICORD folder)')
-    q.add_argument('--grids', default=','.join(map(grid_name, PAPER_GRIDS)),
-                   help='training grids ZxYxX, comma separated')
-    q.add_argument('--labels', nargs='+', default=list(INFECTIOUS), help='RICORD label names that count as infiltrate')
-    q.add_argument('--tune-frac', type=float, default=0.15, help='RICORD share for tuning (split by patient)')
-    q.add_argument('--seed', type=int, default=42, help='seed of the RICORD split')
-    q.add_argument('--include-radiopaedia', action='store_true',
-                   help='also use the windowed Radiopaedia cases (the paper does not)')
-    q.add_argument('--resplit', action='store_true', help='draw a new RICORD split instead of reusing CACHE/split.csv')
-    q.add_argument('--force', action='store_true', help='rebuild cache entries even when valid')
-    t = sub.add_parser('train', help="train the paper's two stages (or one) from a prepared cache")
-    t.add_argument('cache', type=Path, help='cache folder made by `covseg prepare`')
-    t.add_argument('run_dir', type=Path, help='where config, checkpoints, logs and curves go')
-    t.add_argument('--stage', choices=['1', '2', 'both'], default='both')
-    t.add_argument('--profile', choices=['paper', 'demo', 'smoke'], default='paper')
-    t.add_argument('--resume', action='store_true', help='continue a run that was stopped (same settings)')
-    t.add_argument('--weights', type=Path,
-                   help="local r3d_18 Kinetics-400 weights file (torchvision's r3d_18-b3b3357e.pth) "
-                        "instead of downloading")
-    t.add_argument('--device', default=None, help="'cuda', 'cpu', ... (default: a GPU if there is one)")
-    t.add_argument('--set', nargs='+', action='extend', default=[], metavar='KEY=VALUE',
-                   help="override settings of the profile, e.g. --set stage1.lr=2e-3 stage1.epochs=60 seed=3 "
-                        "aug.p_flip=0 stage2.grid=16x64x64 (KEY: a field such as seed, stageN.FIELD or aug.NAME; "
-                        "saved in RUN_DIR/config.json); put it after CACHE RUN_DIR")
-    r = sub.add_parser('predict', help='segment a study (or a folder of studies); masks as NIfTI on their grid, '
-                                       'DICOM SEG for DICOM input')
-    r.add_argument('model', type=Path, help='a training run folder, one of its stage folders, or its stage2/best.pth')
-    r.add_argument('input', type=Path,
-                   help='a NIfTI file, a DICOM series or study folder; or a folder of such studies (batch)')
-    r.add_argument('output', type=Path, help='the mask file to write (.nii.gz) for one study; a folder for a batch')
-    r.add_argument('--report', action='store_true',
-                   help='also lung masks and the severity report (JSON + HTML; one CSV row per study in a batch)')
-    r.add_argument('--no-seg', action='store_true', help='no DICOM SEG for DICOM input')
-    r.add_argument('--mode', choices=['paper', 'sliding'], default='paper',
-                   help="'paper': whole volume resized as trained; 'sliding': patches at the training spacing")
-    r.add_argument('--tta', action='store_true', help='average over flipped copies (test-time augmentation)')
-    r.add_argument('--overwrite', action='store_true', help='replace OUTPUT if it exists')
-    r.add_argument('--device', default=None)
-    e = sub.add_parser('evaluate', help="score a run on the tuning and hold-out sets (Dice, NSD); "
-                                        "write RUN_DIR/eval/cases.csv and tables.md")
-    e.add_argument('run_dir', type=Path)
-    e.add_argument('--mode', choices=['paper', 'sliding', 'both'], default='paper')
-    e.add_argument('--tta', action='store_true')
-    e.add_argument('--cache', type=Path,
-                   help="the prepared cache (default: the one the run was trained on, from RUN_DIR/data.json)")
-    e.add_argument('--device', default=None)
-    e.add_argument('--report', action='store_true', help='also write RUN_DIR/report.html (like `covseg report`)')
-    o = sub.add_parser('report', help='write RUN_DIR/report.html (one self-contained page) and report.md '
-                                      'from an evaluated run')
-    o.add_argument('run_dir', type=Path)
+    for name, (add_args, _, help) in COMMANDS.items(): add_args(sub.add_parser(name, help=help))
     return p
 
 # %% ../nbs/90_cli.ipynb #c007
-def main(argv=None)->int:
-    "Run `covseg` with `argv` (default: the process arguments); return the exit status."
-    a = build_parser().parse_args(argv)
-    nfail = 0
-    try:
-        if a.command == 'synth':
-            ids = synthesize(a.out, a.cases, a.seed, a.size, a.lesions, a.ricord_cases, a.lesion_mm)
-            print(f"wrote synthetic data to {a.out}: " + ', '.join(f"{k} {len(v)}" for k, v in ids.items()))
-            return 0
-        if a.command == 'download':
-            try: res = download(a.data_root, a.only, a.yes, a.all_series, a.ricord_annotations or RICORD_ANNOTATIONS,
-                                a.zenodo, a.mosmed_archive, a.mosmed_sha256, ask=input if sys.stdin.isatty() else None)
-            except DownloadError as e:
-                print(f"covseg download: {e}", file=sys.stderr); return 2
-            for r in res.itertuples():
-                print(f"{r.dataset:12s} {r.status:7s} {r.detail if r.status == 'ready' else 'see below'}")
-            for r in res[res.status != 'ready'].itertuples(): print(f"\n{r.dataset}: {r.detail}", file=sys.stderr)
-            ready = (res.status == 'ready').all()
-            if ready: print(f"next: covseg prepare {a.data_root} CACHE")
-            return 0 if ready else 1
-        if a.command == 'prepare':
-            man, fails = prepare(a.data_root, a.cache, a.coronacases, a.mosmed, a.ricord, a.ricord_annotations,
-                                 [parse_grid(g) for g in a.grids.split(',')], tuple(a.labels), a.tune_frac, a.seed,
-                                 a.include_radiopaedia, a.resplit, a.force)
-            with pd.option_context('display.width', 160, 'display.max_columns', 20):
-                print(summary(man).to_string() if len(man) else 'no case prepared')
-            print(f"manifest: {Path(a.cache)/MANIFEST} ({len(man)} cases)")
-            if fails:
-                print(f"\n{len(fails)} failure(s) (also in {Path(a.cache)/'failures.csv'}):", file=sys.stderr)
-                for f in fails: print(f"  {f}", file=sys.stderr)
-                return 1
-            return 0
-        if a.command == 'train':
-            from covseg.train import get_config, train
-            kw = dict(weights=str(a.weights)) if a.weights else {}
-            # a bad --set stops here, before anything is written
-            cfg = apply_overrides(get_config(a.profile, **kw), a.set)
-            stages = (1, 2) if a.stage == 'both' else (int(a.stage),)
-            res = train(cfg, a.cache, a.run_dir, stages, a.resume, a.device)
-            from covseg.distributed import is_main
-            for r in (res if is_main() else []):          # under torchrun only rank 0 reports
-                tag = ' (SYNTHETIC data: not a result of the paper)' if r['synthetic'] else ''
-                curves = RunDir(a.run_dir).curves(r['stage'])
-                print(f"stage {r['stage']}: {r['epochs']} epochs, best tuning Dice {r['best_dice']:.3f} at epoch "
-                      f"{r['best_epoch']}{tag}; curves: {curves}")
-            return 0
-        if a.command == 'predict':
-            from covseg.infer import Predictor
-            from covseg.clinical import predict_one, predict_batch
-            from covseg.io import is_image_file
-            pr = Predictor.from_run(a.model, device=a.device)
-            note = training_note(pr.trained_on)        # said once, after everything else
-            if is_image_file(a.output):                  # one study
-                res = predict_one(pr, a.input, a.output, a.mode, a.tta, a.report, not a.no_seg, a.overwrite)
-                tag = ' (SYNTHETIC data)' if res['synthetic'] else ''
-                print(f"wrote {res['mask']}" + ''.join(f"\n      {res[k]}" for k in ('lungs', 'seg') if k in res) +
-                      ''.join(f"\n      {v}" for v in res.get('report', {}).values()) + tag)
-                if 'no_seg' in res: print(f"covseg predict: warning: {res['no_seg']}", file=sys.stderr)
-                if note: print(f"covseg predict: warning: the outputs were {note}", file=sys.stderr)
-                return 0
-            df, fails = predict_batch(pr, a.input, a.output, a.mode, a.tta, a.report, not a.no_seg, a.overwrite)
-            n_skip = int((df.status != 'done').sum()) if len(df) else 0
-            print(f"{len(df) - n_skip} studies done, {n_skip} skipped (finished before), {len(fails)} failed; "
-                  f"results: {Path(a.output)/'studies.csv'}")
-            for r in (df[df.no_seg.notna()].itertuples() if 'no_seg' in df else []):
-                print(f"  warning: {r.study}: {r.no_seg}", file=sys.stderr)
-            for f in fails: print(f"  failed: {f.case_id}: {f.path}: {f.problem}", file=sys.stderr)
-            if note: print(f"covseg predict: warning: the outputs were {note}", file=sys.stderr)
-            return 1 if fails else 0
-        if a.command == 'evaluate':
-            from covseg.evaluate import evaluate, write_tables, mode_comparison
-            for m in (('paper', 'sliding') if a.mode == 'both' else (a.mode,)):
-                res, fails = evaluate(a.run_dir, m, a.tta, a.cache, a.device)
-                nfail += len(fails)
-                for f in fails: print(f"  failed ({m} mode): {f}", file=sys.stderr)
-            from covseg.evaluate import evaluate_lungs
-            lungs = evaluate_lungs(a.run_dir, 'paper' if a.mode != 'sliding' else 'sliding', cache=a.cache)
-            if len(lungs):
-                print(f"lung masks vs the shipped ones (mean Dice left/right): {lungs.dice_left.mean():.3f} / "
-                      f"{lungs.dice_right.mean():.3f}")
-            run = RunDir(a.run_dir); cases = run.cases()
-            tag = ' (SYNTHETIC data: not results of the paper)' if cases.synthetic.any() else ''
-            print(f"mean per dataset{tag}:\n{mode_comparison(cases).to_string()}")
-            print(f"cases: {run.cases_csv}; tables: {write_tables(a.run_dir)}")
-            if a.report: a.command = 'report'
-            else: return 1 if nfail else 0
-        if a.command == 'report':
-            from covseg.report import report
-            page = report(a.run_dir)
-            print(f"report: {page.resolve()}  (open it in a browser; Markdown: {page.with_suffix('.md')})")
-            return 1 if nfail else 0
-    except (CovsegInputError, ConfigOverrideError, FileExistsError) as e:
-        print(f"covseg {a.command}: error: {e}", file=sys.stderr)
-        return 2
-    return 1
-
-# %% ../nbs/90_cli.ipynb #c022
 class ConfigOverrideError(ValueError):
     "A `--set KEY=VALUE` that names no field of the training config, or whose value is not of that field's type."
 
+def main(argv=None)->int:
+    "Run `covseg` with `argv` (default: the process arguments); return the exit status."
+    a = build_parser().parse_args(argv)
+    _, run, _ = COMMANDS[a.command]
+    try: return run(a)
+    except (CovsegInputError, ConfigOverrideError, FileExistsError) as e:
+        print(f"covseg {a.command}: error: {e}", file=sys.stderr)
+        return 2
+
+# %% ../nbs/90_cli.ipynb #c030
+def synth_args(p):
+    "The arguments of `covseg synth OUT`."
+    p.add_argument('out', type=Path, help='output folder (gets coronacases/, mosmed/, ricord/)')
+    p.add_argument('--cases', type=int, default=4, help='cases per dataset')
+    p.add_argument('--ricord-cases', type=int, default=None, help='RICORD (training) studies, if not --cases')
+    p.add_argument('--lesion-mm', type=_range, default=None,
+                   help="range of the infiltrates' radii in mm, LO-HI (default: the phantom's 5-40)")
+    p.add_argument('--seed', type=int, default=0)
+    p.add_argument('--size', type=_size, default='small', help="'small' (CPU demo), 'full' (512x512 slices) or ZxYxX")
+    p.add_argument('--lesions', type=_range, default=None,
+                   help="infiltrates per phantom, LO-HI (e.g. 6-10; default: the phantom's own 1-8)")
+
+@subcommand('synth', synth_args, 'write synthetic Coronacases, MosMed and RICORD datasets in their real layouts')
+def cmd_synth(a)->int:
+    "Write the synthetic datasets; say how many cases each has."
+    ids = synthesize(out=a.out, n=a.cases, seed=a.seed, size=a.size, lesions=a.lesions, n_ricord=a.ricord_cases,
+                     lesion_mm=a.lesion_mm)
+    print(f"wrote synthetic data to {a.out}: " + ', '.join(f"{k} {len(v)}" for k, v in ids.items()))
+    return 0
+
+# %% ../nbs/90_cli.ipynb #c031
+def download_args(p):
+    "The arguments of `covseg download DATA_ROOT`."
+    p.add_argument('data_root', type=Path,
+                   help='folder to fill with ricord/, coronacases/, mosmed/ (as `prepare` reads)')
+    p.add_argument('--only', type=_datasets, default=tuple(SOURCES),
+                   help='some of ricord,coronacases,mosmed (comma separated; default: all)')
+    p.add_argument('--yes', action='store_true',
+                   help='accept the licences and citations shown (otherwise asked on a terminal, refused elsewhere)')
+    p.add_argument('--all-series', action='store_true',
+                   help="all 229 RICORD series (11.7 GB), not only the annotated ones")
+    p.add_argument('--ricord-annotations', help="the MD.ai annotation export, a file or an address (default: TCIA's)")
+    p.add_argument('--mosmed-archive',
+                   help='the COVID19_1110 archive you fetched: zip, unpacked folder or http(s) address')
+    p.add_argument('--mosmed-sha256', help="the archive's SHA-256, checked when it is fetched from an address")
+    p.add_argument('--zenodo', default=ZENODO, help='Zenodo (or a mirror of its API and files)')
+
+@subcommand('download', download_args, "fetch the paper's datasets into DATA_ROOT: RICORD 1a from IDC, "
+                                       "Coronacases from Zenodo, MosMedData from an archive you fetched")
+def cmd_download(a)->int:
+    "Fetch the datasets whose terms are accepted; one line per dataset, what to do for those not ready."
+    try: res = download(root=a.data_root, only=a.only, yes=a.yes, all_series=a.all_series,
+                        annotations=a.ricord_annotations or RICORD_ANNOTATIONS, zenodo=a.zenodo,
+                        mosmed_archive=a.mosmed_archive, mosmed_hash=a.mosmed_sha256,
+                        ask=input if sys.stdin.isatty() else None)
+    except DownloadError as e:
+        print(f"covseg download: {e}", file=sys.stderr); return 2
+    for r in res.itertuples():
+        print(f"{r.dataset:12s} {r.status:7s} {r.detail if r.status == 'ready' else 'see below'}")
+    for r in res[res.status != 'ready'].itertuples(): print(f"\n{r.dataset}: {r.detail}", file=sys.stderr)
+    ready = (res.status == 'ready').all()
+    if ready: print(f"next: covseg prepare {a.data_root} CACHE")
+    return 0 if ready else 1
+
+# %% ../nbs/90_cli.ipynb #c032
+def prepare_args(p):
+    "The arguments of `covseg prepare [DATA_ROOT] CACHE`."
+    p.add_argument('data_root', type=Path, nargs='?', help='folder holding any of coronacases/, mosmed/, ricord/')
+    p.add_argument('cache', type=Path, help='cache folder')
+    for k in ('ricord', 'coronacases', 'mosmed'):
+        p.add_argument(f'--{k}', type=Path, help=f'{k} folder elsewhere than DATA_ROOT/{k}')
+    p.add_argument('--ricord-annotations', type=Path,
+                   help='the MD.ai JSON export (default: the one *.json under the RICORD folder)')
+    p.add_argument('--grids', default=','.join(map(grid_name, PAPER_GRIDS)),
+                   help='training grids ZxYxX, comma separated')
+    p.add_argument('--labels', nargs='+', default=list(INFECTIOUS), help='RICORD label names that count as infiltrate')
+    p.add_argument('--tune-frac', type=float, default=0.15, help='RICORD share for tuning (split by patient)')
+    p.add_argument('--seed', type=int, default=42, help='seed of the RICORD split')
+    p.add_argument('--include-radiopaedia', action='store_true',
+                   help='also use the windowed Radiopaedia cases (the paper does not)')
+    p.add_argument('--resplit', action='store_true', help='draw a new RICORD split instead of reusing CACHE/split.csv')
+    p.add_argument('--force', action='store_true', help='rebuild cache entries even when valid')
+
+@subcommand('prepare', prepare_args, 'convert, cache and split the datasets; write CACHE/manifest.csv')
+def cmd_prepare(a)->int:
+    "Prepare every case found; print the summary table, and the failures (exit status 1) if any."
+    man, fails = prepare(data_root=a.data_root, cache=a.cache, coronacases=a.coronacases, mosmed=a.mosmed,
+                         ricord=a.ricord, ricord_annotations=a.ricord_annotations,
+                         grids=[parse_grid(g) for g in a.grids.split(',')], ricord_labels=tuple(a.labels),
+                         tune_frac=a.tune_frac, seed=a.seed, include_radiopaedia=a.include_radiopaedia,
+                         resplit=a.resplit, force=a.force)
+    with pd.option_context('display.width', 160, 'display.max_columns', 20):
+        print(summary(man).to_string() if len(man) else 'no case prepared')
+    print(f"manifest: {Path(a.cache)/MANIFEST} ({len(man)} cases)")
+    if not fails: return 0
+    print(f"\n{len(fails)} failure(s) (also in {Path(a.cache)/'failures.csv'}):", file=sys.stderr)
+    for f in fails: print(f"  {f}", file=sys.stderr)
+    return 1
+
+# %% ../nbs/90_cli.ipynb #c022
 _NONE, _TRUE, _FALSE = ('none', 'null'), ('true', '1', 'yes'), ('false', '0', 'no')
 
 def _is_group(v)->bool: return isinstance(v, dict) or (is_dataclass(v) and not isinstance(v, type))
@@ -243,6 +183,7 @@ def _keys(o, prefix:str='')->list:
     return [f"{prefix}{k}.{{{','.join(_children(v))}}}" if _is_group(v) else prefix + k
             for k, v in _children(o).items() if prefix or k != 'profile']
 
+# %% ../nbs/90_cli.ipynb #c022a
 def _hints(o)->dict:
     ("The evaluated annotations of dataclass `o` (none for a dict, or if they cannot be evaluated: the current "
      "values' types count).")
@@ -259,6 +200,7 @@ def _expect(tp, cur)->str:
     return {bool: 'a bool (true/false, yes/no, 1/0)', int: 'an int', float: 'a finite float',
             str: 'a str'}.get(tp, getattr(tp, '__name__', str(tp)))
 
+# %% ../nbs/90_cli.ipynb #c022b
 def _parse(s:str, tp, cur):
     "String `s` as a value of type `tp` (`cur`: the current value, for tuples); ValueError if it is not one."
     bad = ValueError(_expect(tp, cur))
@@ -288,6 +230,7 @@ def _parse(s:str, tp, cur):
     if isinstance(tp, type) and issubclass(tp, (str, PurePath)): return tp(s)
     raise ValueError(f"{_expect(tp, cur)}, which cannot be set from the command line")
 
+# %% ../nbs/90_cli.ipynb #c022c
 def _set(o, path:list, raw:str, err, done:str=''):
     ("A copy of config level `o` with the setting at `path` (key parts) set from string `raw`; `err(msg)` makes the "
      "error.")
@@ -329,3 +272,131 @@ def apply_overrides(
             try: AugConfig(**cfg.aug)
             except (TypeError, ValueError) as e: raise err(str(e)) from None
     return cfg
+
+# %% ../nbs/90_cli.ipynb #c033
+def train_args(p):
+    "The arguments of `covseg train CACHE RUN_DIR`."
+    p.add_argument('cache', type=Path, help='cache folder made by `covseg prepare`')
+    p.add_argument('run_dir', type=Path, help='where config, checkpoints, logs and curves go')
+    p.add_argument('--stage', choices=['1', '2', 'both'], default='both')
+    p.add_argument('--profile', choices=['paper', 'demo', 'smoke'], default='paper')
+    p.add_argument('--resume', action='store_true', help='continue a run that was stopped (same settings)')
+    p.add_argument('--weights', type=Path, help="local r3d_18 Kinetics-400 weights file (torchvision's "
+                                                "r3d_18-b3b3357e.pth) instead of downloading")
+    p.add_argument('--device', default=None, help="'cuda', 'cpu', ... (default: a GPU if there is one)")
+    p.add_argument('--set', nargs='+', action='extend', default=[], metavar='KEY=VALUE',
+                   help="override settings of the profile, e.g. --set stage1.lr=2e-3 stage1.epochs=60 seed=3 "
+                        "aug.p_flip=0 stage2.grid=16x64x64 (KEY: a field such as seed, stageN.FIELD or aug.NAME; "
+                        "saved in RUN_DIR/config.json); put it after CACHE RUN_DIR")
+
+@subcommand('train', train_args, "train the paper's two stages (or one) from a prepared cache")
+def cmd_train(a)->int:
+    "Train the chosen stages with the profile's settings and the `--set` overrides; one line per stage."
+    from covseg.train import get_config, train
+    from covseg.distributed import is_main
+    kw = dict(weights=str(a.weights)) if a.weights else {}
+    # a bad --set stops here, before anything is written
+    cfg = apply_overrides(cfg=get_config(profile=a.profile, **kw), pairs=a.set)
+    res = train(cfg=cfg, cache=a.cache, run_dir=a.run_dir, stages=(1, 2) if a.stage == 'both' else (int(a.stage),),
+                resume=a.resume, device=a.device)
+    for r in (res if is_main() else []):          # under torchrun only rank 0 reports
+        tag = ' (SYNTHETIC data: not a result of the paper)' if r['synthetic'] else ''
+        curves = RunDir(a.run_dir).curves(r['stage'])
+        print(f"stage {r['stage']}: {r['epochs']} epochs, best tuning Dice {r['best_dice']:.3f} at epoch "
+              f"{r['best_epoch']}{tag}; curves: {curves}")
+    return 0
+
+# %% ../nbs/90_cli.ipynb #c034
+def predict_args(p):
+    "The arguments of `covseg predict MODEL INPUT OUTPUT`."
+    p.add_argument('model', type=Path, help='a training run folder, one of its stage folders, or its stage2/best.pth')
+    p.add_argument('input', type=Path,
+                   help='a NIfTI file, a DICOM series or study folder; or a folder of such studies (batch)')
+    p.add_argument('output', type=Path, help='the mask file to write (.nii.gz) for one study; a folder for a batch')
+    p.add_argument('--report', action='store_true',
+                   help='also lung masks and the severity report (JSON + HTML; one CSV row per study in a batch)')
+    p.add_argument('--no-seg', action='store_true', help='no DICOM SEG for DICOM input')
+    p.add_argument('--mode', choices=['paper', 'sliding'], default='paper',
+                   help="'paper': whole volume resized as trained; 'sliding': patches at the training spacing")
+    p.add_argument('--tta', action='store_true', help='average over flipped copies (test-time augmentation)')
+    p.add_argument('--overwrite', action='store_true', help='replace OUTPUT if it exists')
+    p.add_argument('--device', default=None)
+
+@subcommand('predict', predict_args, 'segment a study (or a folder of studies); masks as NIfTI on their grid, '
+                                     'DICOM SEG for DICOM input')
+def cmd_predict(a)->int:
+    "Segment one study or a folder of studies; the files written, warnings on stderr; 1 if a study failed."
+    from covseg.infer import Predictor
+    from covseg.clinical import predict_one, predict_batch
+    from covseg.io import is_image_file
+    pr = Predictor.from_run(path=a.model, device=a.device)
+    note = training_note(pr.trained_on)          # said once, after everything else
+    kw = dict(predictor=pr, mode=a.mode, tta=a.tta, report=a.report, seg=not a.no_seg, overwrite=a.overwrite)
+    if is_image_file(a.output):                  # one study
+        res, rc = predict_one(input=a.input, output=a.output, **kw), 0
+        print(f"wrote {res['mask']}" + ''.join(f"\n      {res[k]}" for k in ('lungs', 'seg') if k in res) +
+              ''.join(f"\n      {v}" for v in res.get('report', {}).values()) +
+              (' (SYNTHETIC data)' if res['synthetic'] else ''))
+        if 'no_seg' in res: print(f"covseg predict: warning: {res['no_seg']}", file=sys.stderr)
+    else:                                        # a folder of studies
+        df, fails = predict_batch(input_dir=a.input, output_dir=a.output, **kw)
+        n_skip, rc = (int((df.status != 'done').sum()) if len(df) else 0), (1 if fails else 0)
+        print(f"{len(df) - n_skip} studies done, {n_skip} skipped (finished before), {len(fails)} failed; "
+              f"results: {Path(a.output)/'studies.csv'}")
+        for r in (df[df.no_seg.notna()].itertuples() if 'no_seg' in df else []):
+            print(f"  warning: {r.study}: {r.no_seg}", file=sys.stderr)
+        for f in fails: print(f"  failed: {f.case_id}: {f.path}: {f.problem}", file=sys.stderr)
+    if note: print(f"covseg predict: warning: the outputs were {note}", file=sys.stderr)
+    return rc
+
+# %% ../nbs/90_cli.ipynb #c035
+def _write_report(run_dir):
+    "Write the report page of evaluated run `run_dir` (as `covseg report`); say where it is."
+    from covseg.report import report
+    page = report(run_dir=run_dir)
+    print(f"report: {page.resolve()}  (open it in a browser; Markdown: {page.with_suffix('.md')})")
+
+def evaluate_args(p):
+    "The arguments of `covseg evaluate RUN_DIR`."
+    p.add_argument('run_dir', type=Path)
+    p.add_argument('--mode', choices=['paper', 'sliding', 'both'], default='paper')
+    p.add_argument('--tta', action='store_true')
+    p.add_argument('--cache', type=Path,
+                   help="the prepared cache (default: the one the run was trained on, from RUN_DIR/data.json)")
+    p.add_argument('--device', default=None)
+    p.add_argument('--report', action='store_true', help='also write RUN_DIR/report.html (like `covseg report`)')
+
+@subcommand('evaluate', evaluate_args, "score a run on the tuning and hold-out sets (Dice, NSD); "
+                                       "write RUN_DIR/eval/cases.csv and tables.md")
+def cmd_evaluate(a)->int:
+    "Score the run in each mode; mean per dataset, where the cases and tables are; the report with `--report`."
+    from covseg.evaluate import evaluate, evaluate_lungs, write_tables, mode_comparison
+    nfail = 0
+    for m in (('paper', 'sliding') if a.mode == 'both' else (a.mode,)):
+        _, fails = evaluate(run_dir=a.run_dir, mode=m, tta=a.tta, cache=a.cache, device=a.device)
+        nfail += len(fails)
+        for f in fails: print(f"  failed ({m} mode): {f}", file=sys.stderr)
+    lungs = evaluate_lungs(run_dir=a.run_dir, mode='paper' if a.mode != 'sliding' else 'sliding', cache=a.cache)
+    if len(lungs):
+        print(f"lung masks vs the shipped ones (mean Dice left/right): {lungs.dice_left.mean():.3f} / "
+              f"{lungs.dice_right.mean():.3f}")
+    run = RunDir(a.run_dir); cases = run.cases()
+    tag = ' (SYNTHETIC data: not results of the paper)' if cases.synthetic.any() else ''
+    print(f"mean per dataset{tag}:\n{mode_comparison(cases).to_string()}")
+    print(f"cases: {run.cases_csv}; tables: {write_tables(run_dir=a.run_dir)}")
+    if a.report:
+        a.command = 'report'                     # from here on an error is `covseg report`'s
+        _write_report(a.run_dir)
+    return 1 if nfail else 0
+
+# %% ../nbs/90_cli.ipynb #c036
+def report_args(p):
+    "The arguments of `covseg report RUN_DIR`."
+    p.add_argument('run_dir', type=Path)
+
+@subcommand('report', report_args, 'write RUN_DIR/report.html (one self-contained page) and report.md '
+                                   'from an evaluated run')
+def cmd_report(a)->int:
+    "Write the run's report page."
+    _write_report(a.run_dir)
+    return 0
