@@ -6,7 +6,7 @@ Docs: https://covseg.github.io/covseg/report.html.md"""
 
 # %% ../nbs/35_report.ipynb #c002
 from __future__ import annotations
-import base64, html, os, re
+import html, os, re
 from dataclasses import dataclass
 from pathlib import Path
 import numpy as np
@@ -18,7 +18,8 @@ from .io import read_image
 from .run import RunDir, TrainConfig
 from .evaluate import eval_cases, mode_comparison, modes_note
 from .metrics import paper_table, micro_dice, markdown_table, PAPER_TABLE3, dataset_order
-from .viewer import SliceViewer, PAGE_CSS, display_orientation, orient_slice
+from .draw import TRUTH_RGB, PRED_RGB, PAGE_CSS, display_slice, data_uri
+from .viewer import SliceViewer
 
 # %% auto #0
 __all__ = ['SYNTHETIC_BANNER', 'pick_cases', 'key_slice', 'draw_panel', 'case_volumes', 'figure2', 'case_viewers',
@@ -45,14 +46,12 @@ def key_slice(truth:np.ndarray, pred:np.ndarray|None=None)->int:
 # %% ../nbs/35_report.ipynb #c009
 def draw_panel(ax, image:np.ndarray, truth:np.ndarray, pred:np.ndarray, k:int, geometry, title:str=''):
     "Axial slice `k` of `image` (HU) drawn radiologically on `ax`, the `truth` contour red, the `pred` contour green."
-    o = display_orientation(geometry.direction)
-    sz, sy, sx = geometry.spacing
-    aspect = sx / sy if o and o[0] else sy / sx                   # rows over columns, in mm
+    im, (ry, rx) = display_slice(image, geometry, k)             # pixel rows and columns in mm
     lo, hi = HU_WINDOW
-    ax.imshow(orient_slice(image[k], o), cmap='gray', vmin=lo, vmax=hi, aspect=aspect,
-              interpolation='nearest')
-    for m, c in ((truth, 'red'), (pred, 'lime')):
-        if m[k].any(): ax.contour(orient_slice(m[k], o).astype(float), [0.5], colors=c, linewidths=0.8)
+    ax.imshow(im, cmap='gray', vmin=lo, vmax=hi, aspect=ry / rx, interpolation='nearest')
+    for m, rgb in ((truth, TRUTH_RGB), (pred, PRED_RGB)):
+        if m[k].any(): ax.contour(display_slice(m, geometry, k)[0].astype(float), [0.5],
+                                  colors=[tuple(c / 255 for c in rgb)], linewidths=0.8)
     ax.set_title(title, fontsize=8); ax.axis('off')
 
 def case_volumes(r, masks_dir, volumes:dict|None=None)->tuple:
@@ -192,8 +191,7 @@ class Viewer(Block):
 # %% ../nbs/35_report.ipynb #c017
 def _img_tag(png:Path, alt:str)->str:
     "`png` as an `img` element with the image inside (base64)."
-    b64 = base64.b64encode(Path(png).read_bytes()).decode()
-    return f'<img alt="{html.escape(alt)}" src="data:image/png;base64,{b64}">'
+    return f'<img alt="{html.escape(alt)}" src="{data_uri(Path(png).read_bytes())}">'
 
 def _table_html(df:pd.DataFrame, caption:str)->str:
     "`df` as an HTML table under `caption` and the table's own `attrs['caption']`."
@@ -276,6 +274,7 @@ def _lung_table(run:RunDir)->pd.DataFrame:
     lt.columns = [f'{a} {b}' for a, b in lt.columns]
     return lt
 
+# %% ../nbs/35_report.ipynb #c017d2
 def report_blocks(run_dir, viewer_mode:str='paper')->list:
     "The report of an evaluated run as a list of blocks; its figures are written to `RUN_DIR/report/`."
     run = RunDir(run_dir)

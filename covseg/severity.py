@@ -6,19 +6,19 @@ Docs: https://covseg.github.io/covseg/severity.html.md"""
 
 # %% ../nbs/40_severity.ipynb #c002
 from __future__ import annotations
-import base64, html, io, json
+import html, io, json
 from pathlib import Path
 import numpy as np
 from scipy import ndimage as ndi
 from matplotlib.figure import Figure
 from .core import CovsegInputError, atomic_path
 from .volume import Volume, HU_WINDOW, check_same_grid
-from .viewer import PAGE_CSS, display_orientation, orient_slice
+from .draw import PAGE_CSS, display_orientation, display_slice, data_uri
 
 # %% auto #0
 __all__ = ['SEVERITY_BANDS', 'SCORE_MAX', 'SCALE', 'CONNECTIVITY', 'SOFT_TISSUE_HU', 'LOBE_ML', 'OUTSIDE_WARN_ML', 'OUTSIDE_WARN',
            'ROW_KEYS', 'severity_band', 'band_label', 'check_inputs', 'lesions', 'quality_warnings', 'severity',
-           'pick_slices', 'display_slice', 'slices_png', 'write_report', 'report_row', 'severity_for']
+           'pick_slices', 'slices_png', 'write_report', 'report_row', 'severity_for']
 
 # %% ../nbs/40_severity.ipynb #c006
 SEVERITY_BANDS = ((0, 0., 0., 'none'),       # no infiltrate voxel in the lung
@@ -184,16 +184,6 @@ def pick_slices(infiltrate:np.ndarray, # bool (z, y, x)
     if not len(zs): zs = np.arange(infiltrate.shape[0])
     return sorted({int(zs[int(round(q * (len(zs) - 1)))]) for q in np.linspace(.15, .85, n)})
 
-# %% ../nbs/40_severity.ipynb #s40d1
-def display_slice(a:np.ndarray, # a volume (z, y, x)
-                  geometry, # its `Geometry`
-                  k:int, # axial slice index
-                 )->tuple: # (slice in display order, (row spacing, column spacing) in mm)
-    "Slice `k` turned for radiological display (patient's right on the left, anterior up) and its pixel spacing."
-    o = display_orientation(geometry.direction)
-    sy, sx = geometry.spacing[1:]
-    return orient_slice(a[k], o), ((sx, sy) if o and o[0] else (sy, sx))
-
 # %% ../nbs/40_severity.ipynb #c030
 _INF_RGBA = (1., 0., 0., .45)       # infiltrate: red, 45 % opaque
 _LUNG_COLOUR = '#00e5ff'             # lung contours: cyan
@@ -242,7 +232,8 @@ def _out_paths(out)->dict:
     if out.suffix.lower() in ('.json', '.html'): out = out.with_suffix('')
     return {'json': out.with_name(out.name + '.json'), 'html': out.with_name(out.name + '.html')}
 
-def _report_html(r:dict, png:bytes, title:str, synthetic:bool, model_note:str|None=None)->str:
+def _page_head(title:str, synthetic:bool, model_note:str|None=None)->list:
+    "The page's head and heading, and its red banners: the model's note, SYNTHETIC data."
     e = html.escape
     H = [f"<!doctype html><html><head><meta charset='utf-8'><title>{e(title or 'covseg severity report')}</title>"
          f"<style>{PAGE_CSS}</style></head><body>",
@@ -251,11 +242,21 @@ def _report_html(r:dict, png:bytes, title:str, synthetic:bool, model_note:str|No
     if synthetic:
         H.append("<p class='banner'>SYNTHETIC data: these numbers come from a procedurally generated phantom, "
                  "not from a patient.</p>")
-    H.append(f"<p class='score'>CT severity score (per-lung adaptation): "
-             f"<b>{_f(r['score'], 'd')} / {r['score_max']}</b> — "
-             f"right lung {_f(r['score_right'], 'd')} ({e(r['band_right'] or '—')}), "
-             f"left lung {_f(r['score_left'], 'd')} ({e(r['band_left'] or '—')}); "
-             f"both lungs {_f(r['percent_lungs'])} % involved.</p>")
+    return H
+
+# %% ../nbs/40_severity.ipynb #c034a
+def _score_html(r:dict)->str:
+    "The score line: the total, each lung's score and band, and the percent of both lungs involved."
+    e = html.escape
+    return (f"<p class='score'>CT severity score (per-lung adaptation): "
+            f"<b>{_f(r['score'], 'd')} / {r['score_max']}</b> — "
+            f"right lung {_f(r['score_right'], 'd')} ({e(r['band_right'] or '—')}), "
+            f"left lung {_f(r['score_left'], 'd')} ({e(r['band_left'] or '—')}); "
+            f"both lungs {_f(r['percent_lungs'])} % involved.</p>")
+
+def _lung_table(r:dict, synthetic:bool)->str:
+    "The table per lung: volumes, infiltrate, percent involved, score and band; right lung first."
+    e = html.escape
     rows = [('lung volume (mL)', r['lung_right_ml'], r['lung_left_ml'], r['lungs_ml'], '.0f'),
             ('infiltrate in the lung (mL)', r['infiltrate_right_ml'], r['infiltrate_left_ml'],
              r['infiltrate_right_ml'] + r['infiltrate_left_ml'], '.1f'),
@@ -267,7 +268,11 @@ def _report_html(r:dict, png:bytes, title:str, synthetic:bool, model_note:str|No
           for n, a, b, c, fmt in rows]
     t.append(f"<tr><td>band of the percent involved</td><td>{e(r['band_right'] or '—')}</td>"
              f"<td>{e(r['band_left'] or '—')}</td><td>{e(r['band_lungs'] or '—')}</td></tr></table>")
-    H += t
+    return '\n'.join(t)
+
+def _infiltrate_table(r:dict, synthetic:bool)->str:
+    "The table of the infiltrate as a whole: outside the lungs, lesions, attenuation, specks, spacing."
+    e = html.escape
     sp = ' x '.join(f"{s:.2f}" for s in r['spacing_mm'])
     other = [('infiltrate in total (mL)', _f(r['infiltrate_ml'])),
              ('of it outside the lung field (mL, not in the percentages or the score)', _f(r['outside_lung_ml'], '.2f')),
@@ -278,30 +283,42 @@ def _report_html(r:dict, png:bytes, title:str, synthetic:bool, model_note:str|No
              ('specks removed (components under the threshold)',
               f"{r['specks_removed']} ({_f(r['specks_ml'], '.2f')} mL; threshold {r['min_lesion_ml']:g} mL)"),
              ('voxel spacing (mm, z x y x x)', sp)]
-    H.append("<table><caption>Infiltrate" + (' (SYNTHETIC)' if synthetic else '') + "</caption>"
-             + ''.join(f"<tr><td>{e(n)}</td><td>{e(v)}</td></tr>" for n, v in other) + "</table>")
+    return ("<table><caption>Infiltrate" + (' (SYNTHETIC)' if synthetic else '') + "</caption>"
+            + ''.join(f"<tr><td>{e(n)}</td><td>{e(v)}</td></tr>" for n, v in other) + "</table>")
+
+# %% ../nbs/40_severity.ipynb #c034b
+def _scale_html()->str:
+    "What the score is, its bands, and what infiltrate outside the lungs means."
+    bands = ''.join(f"<tr><td>{s}</td><td>{html.escape(lab)}</td></tr>" for s, _, _, lab in SEVERITY_BANDS)
+    return ("<h2>The score</h2><p>Each lung is scored 0-5 by the percent of it involved, with the bands of the CT "
+            "severity score of Pan et al. 2020 (Radiology 295:715), and the two are added (0-10). Pan et al. score "
+            "the five lobes (0-25); covseg does not segment lobes, so this is an <b>adaptation, not the validated "
+            "lobar score</b>: its values are not comparable with published 0-25 scores or their cut-offs. The "
+            f"percentages are the measurement; the score only condenses them. A lung's band holds its upper bound "
+            f"(25 % is 5-25 %) except the first: below 5 %.</p>"
+            f"<table><caption>Bands (percent of the lung involved)</caption><tr><th>score</th><th>involved</th></tr>"
+            f"{bands}</table>"
+            "<p>Infiltrate outside the lung mask is reported on its own and left out of the percentages: it means a "
+            "lung mask that missed lung (often dense consolidation) or false-positive infiltrate; look at the "
+            "slices.</p>")
+
+def _report_html(r:dict, png:bytes, title:str, synthetic:bool, model_note:str|None=None)->str:
+    "The whole page: banners, the numbers, the warnings, the slices (`png`, embedded), the scale and a footer."
+    H = _page_head(title, synthetic, model_note) + [_score_html(r), _lung_table(r, synthetic),
+                                                    _infiltrate_table(r, synthetic)]
     if r['warnings']:
-        H.append("<div class='warn'><b>Check:</b><ul>" + ''.join(f"<li>{e(w)}</li>" for w in r['warnings'])
+        H.append("<div class='warn'><b>Check:</b><ul>" + ''.join(f"<li>{html.escape(w)}</li>" for w in r['warnings'])
                  + "</ul></div>")
-    H.append("<h2>Slices with the most infiltrate</h2><p>Lung window (W 1500, L -600); patient's right on the image's "
-             "left; lung contours cyan, infiltrate red.</p>"
-             f"<img alt='axial slices' src='data:image/png;base64,{base64.b64encode(png).decode()}'>")
-    bands = ''.join(f"<tr><td>{s}</td><td>{e(lab)}</td></tr>" for s, _, _, lab in SEVERITY_BANDS)
-    H.append("<h2>The score</h2><p>Each lung is scored 0-5 by the percent of it involved, with the bands of the CT "
-             "severity score of Pan et al. 2020 (Radiology 295:715), and the two are added (0-10). Pan et al. score "
-             "the five lobes (0-25); covseg does not segment lobes, so this is an <b>adaptation, not the validated "
-             "lobar score</b>: its values are not comparable with published 0-25 scores or their cut-offs. The "
-             f"percentages are the measurement; the score only condenses them. A lung's band holds its upper bound "
-             f"(25 % is 5-25 %) except the first: below 5 %.</p>"
-             f"<table><caption>Bands (percent of the lung involved)</caption><tr><th>score</th><th>involved</th></tr>"
-             f"{bands}</table>"
-             "<p>Infiltrate outside the lung mask is reported on its own and left out of the percentages: it means a "
-             "lung mask that missed lung (often dense consolidation) or false-positive infiltrate; look at the "
-             "slices.</p>")
+    w, l = HU_WINDOW[1] - HU_WINDOW[0], sum(HU_WINDOW) / 2
+    H.append(f"<h2>Slices with the most infiltrate</h2><p>Lung window (W {w:.0f}, L {l:.0f}); patient's right on the "
+             "image's left; lung contours cyan, infiltrate red.</p>"
+             f"<img alt='axial slices' src='{data_uri(png)}'>")
+    H.append(_scale_html())
     H.append("<footer>covseg is a research tool, not a certified medical device. The numbers depend on the infiltrate "
              "and lung masks they were computed from; check them against the images.</footer></body></html>")
     return '\n'.join(H)
 
+# %% ../nbs/40_severity.ipynb #c034c
 def write_report(result:dict, # from `severity`
                  image:Volume, # the CT in HU
                  infiltrate:Volume, # the infiltrate mask the result was computed from

@@ -6,61 +6,19 @@ Docs: https://covseg.github.io/covseg/viewer.html.md"""
 
 # %% ../nbs/32_viewer.ipynb #c002
 from __future__ import annotations
-import base64, hashlib, html, io, itertools, json, math
+import hashlib, html, itertools, json, math
 from pathlib import Path
 import numpy as np
 from PIL import Image
 from fastcore.basics import patch
 from .core import CovsegInputError, atomic_path
-from .volume import Volume, patient_axes, HU_WINDOW
+from .volume import Volume, HU_WINDOW, denormalise_hu
 from .metrics import dice_from_counts
+from .draw import (WINDOWS, TRUTH_RGB, PRED_RGB, GAP, window_grey, display_orientation, orient_slice, as_mask,
+                         display_shape, resample_slice, compose, panel_layers, join_panels, png_bytes, data_uri)
 
 # %% auto #0
-__all__ = ['WINDOWS', 'TRUTH_RGB', 'PRED_RGB', 'GAP', 'CODE_SPLIT', 'PAGE_CSS', 'window_grey', 'display_orientation',
-           'orient_slice', 'as_mask', 'slice_dice', 'display_shape', 'resample_slice', 'mask_edges', 'compose',
-           'SliceViewer', 'hu_to_code', 'code_to_hu', 'code_lut', 'ViewerGrid']
-
-# %% ../nbs/32_viewer.ipynb #c008
-# window presets: (width, level) in HU; the lung window is io.HU_WINDOW's (W1500 L-600)
-WINDOWS = {'lung': (HU_WINDOW[1] - HU_WINDOW[0], (HU_WINDOW[0] + HU_WINDOW[1]) / 2), 'mediastinum': (350., 50.)}
-TRUTH_RGB = (255, 0, 0)   # ground truth: red, as the paper's Figure 2
-PRED_RGB = (0, 255, 0)    # prediction: green; where both masks agree the fill is yellow
-GAP = 4                   # white pixels between side-by-side panels
-
-def window_grey(hu, # HU values, any shape
-                window:str|tuple='lung', # a `WINDOWS` name or (width, level) in HU
-               )->np.ndarray: # uint8 grey levels
-    "HU mapped to 0..255 grey through a window: level - width/2 is black, level + width/2 white."
-    w, l = WINDOWS[window] if isinstance(window, str) else window
-    g = np.clip((np.asarray(hu, np.float64) - (l - w / 2)) / w * 255, 0, 255)
-    return np.floor(g + 0.5).astype(np.uint8)
-
-# %% ../nbs/32_viewer.ipynb #c011
-def display_orientation(direction, # 3x3 direction cosines, row-major, as ITK's `GetDirection()`
-                       )->tuple|None: # (transpose, flip_rows, flip_cols), or None for a grid that is not axial
-    "How to show a stored (y, x) slice radiologically: patient's right on the image's left, anterior up."
-    # patient axis (0 L, 1 P, 2 S) of array y and x, and whether each runs against it
-    (_, ay, ax), (_, ry, rx) = patient_axes(direction)
-    if sorted((ay, ax)) != [0, 1]: return None
-    transpose = ax == 1                                    # array x runs along P: swap so that columns run along L
-    return (True, rx, ry) if transpose else (False, ry, rx)
-
-# %% ../nbs/32_viewer.ipynb #c011b
-def orient_slice(a:np.ndarray, # a stored slice (y, x)
-                 orientation:tuple|None, # from `display_orientation`
-                )->np.ndarray: # the slice as displayed (rows, columns)
-    "Transpose and flip a stored slice into display order."
-    if orientation is None: return a
-    transpose, flip_rows, flip_cols = orientation
-    if transpose: a = a.T
-    return a[::-1 if flip_rows else 1, ::-1 if flip_cols else 1]
-
-# %% ../nbs/32_viewer.ipynb #c016
-def as_mask(a)->np.ndarray:
-    "Boolean foreground of a mask: non-zero labels, or floats (probabilities) from 0.5."
-    a = np.asarray(a)
-    if a.dtype == bool: return a
-    return a >= 0.5 if np.issubdtype(a.dtype, np.floating) else a != 0
+__all__ = ['CODE_SPLIT', 'slice_dice', 'SliceViewer', 'hu_to_code', 'code_to_hu', 'code_lut', 'ViewerGrid']
 
 # %% ../nbs/32_viewer.ipynb #c016b
 def slice_dice(truth, # mask (z, y, x)
@@ -69,46 +27,6 @@ def slice_dice(truth, # mask (z, y, x)
     "Dice of `pred` against `truth` on every z slice."
     t, p = as_mask(truth), as_mask(pred)
     return dice_from_counts((t & p).sum((1, 2)), t.sum((1, 2)) + p.sum((1, 2)))
-
-# %% ../nbs/32_viewer.ipynb #c019
-def display_shape(shape, # stored slice shape in display order (rows, columns)
-                  spacing, # mm per pixel along (rows, columns)
-                  max_size:int=256, # most pixels on the longer side
-                 )->tuple: # (rows, columns) of square display pixels
-    "Size of a square-pixel display grid covering a slice's physical extent."
-    ext = np.asarray(shape, np.float64) * np.asarray(spacing, np.float64)
-    px = max(min(spacing), ext.max() / max_size)
-    return tuple(max(1, int(round(e / px))) for e in ext)
-
-# %% ../nbs/32_viewer.ipynb #c019b
-def resample_slice(a:np.ndarray, # a slice (rows, columns): HU or a boolean mask
-                   shape:tuple, # display (rows, columns)
-                  )->np.ndarray: # float32 HU, or a boolean mask covered at least half
-    "A slice on the display grid: box-filtered (area average); a mask thresholded at half cover."
-    mask = a.dtype == bool
-    f = np.ascontiguousarray(a, np.float32)
-    if tuple(f.shape) != tuple(shape):
-        f = np.asarray(Image.fromarray(f, 'F').resize((shape[1], shape[0]), Image.BOX))
-    return f >= 0.5 if mask else f
-
-# %% ../nbs/32_viewer.ipynb #c022
-def mask_edges(m:np.ndarray)->np.ndarray:
-    "Pixels of mask `m` with a 4-neighbour outside it (the image border counts as inside)."
-    q = np.pad(m, 1, mode='edge')
-    return m & ~(q[:-2, 1:-1] & q[2:, 1:-1] & q[1:-1, :-2] & q[1:-1, 2:])
-
-# %% ../nbs/32_viewer.ipynb #c022b
-def compose(grey:np.ndarray, # uint8 (rows, columns)
-            layers, # [(mask, rgb), ...] drawn in this order
-           )->np.ndarray: # uint8 (rows, columns, 3)
-    "An RGB panel: `grey` with each mask filled at 40 % (colours combined by channel maximum) and outlined."
-    out = np.repeat(grey[..., None], 3, -1).astype(np.int32)
-    fill, cov = np.zeros_like(out), np.zeros(grey.shape, bool)
-    for m, rgb in layers:
-        fill[m] = np.maximum(fill[m], rgb); cov |= m
-    out[cov] = (3 * out[cov] + 2 * fill[cov] + 2) // 5
-    for m, rgb in layers: out[mask_edges(m)] = rgb
-    return out.astype(np.uint8)
 
 # %% ../nbs/32_viewer.ipynb #c025
 def _input_error(path, problem:str)->ValueError:
@@ -121,6 +39,7 @@ def _vol(x):
     if hasattr(x, 'detach'): x = x.detach().cpu().numpy()
     return np.asarray(x), None, None
 
+# %% ../nbs/32_viewer.ipynb #c025a
 class SliceViewer:
     "Ground truth (red) and prediction (green) over the axial slices of one CT study: Jupyter widget or HTML viewer."
     def __init__(self, image, # HU volume (z, y, x): a `Volume` or an array
@@ -171,42 +90,31 @@ class SliceViewer:
     @property
     def shape(self)->tuple: return tuple(self.image.shape)
 
-    @property
-    def orientation_text(self)->str:
-        "How the slices are shown."
-        if self.orientation is None: return "not an axial grid: slices shown as stored"
-        return "patient's right on the image's left, anterior up"
-
     def slice_dice(self)->np.ndarray:
         "Dice per z slice (NaN where truth and prediction are both empty)."
         if self.truth is None or self.pred is None: raise ValueError("slice_dice needs both a truth and a prediction")
         return slice_dice(self.truth, self.pred)
 
-    @property
-    def default_slice(self)->int:
-        "The z slice with the most truth or prediction voxels (the middle one when there are none)."
-        ms = [m for m in (self.truth, self.pred) if m is not None]
-        if not ms: return self.shape[0] // 2
-        n = np.logical_or.reduce(ms).sum((1, 2))
-        return int(n.argmax()) if n.any() else self.shape[0] // 2
+# %% ../nbs/32_viewer.ipynb #c025b
+@patch(as_prop=True)
+def orientation_text(self:SliceViewer)->str:
+    "How the slices are shown."
+    if self.orientation is None: return "not an axial grid: slices shown as stored"
+    return "patient's right on the image's left, anterior up"
 
-    def __repr__(self):
-        parts = [f"shape={self.shape}", f"spacing={tuple(round(s, 3) for s in self.spacing)}",
-                 f"truth={self.truth is not None}", f"pred={self.pred is not None}"]
-        return f"SliceViewer({self.title!r}, {', '.join(parts)})"
+@patch(as_prop=True)
+def default_slice(self:SliceViewer)->int:
+    "The z slice with the most truth or prediction voxels (the middle one when there are none)."
+    ms = [m for m in (self.truth, self.pred) if m is not None]
+    if not ms: return self.shape[0] // 2
+    n = np.logical_or.reduce(ms).sum((1, 2))
+    return int(n.argmax()) if n.any() else self.shape[0] // 2
 
-# %% ../nbs/32_viewer.ipynb #c032
-def _panels(truth, pred, show_truth:bool, show_pred:bool, mode:str)->list:
-    "Layer lists, one per panel: side by side (when there are both masks) or one blended panel."
-    if mode not in ('side', 'blend'): raise ValueError(f"mode must be 'side' or 'blend', got {mode!r}")
-    T = [(truth, TRUTH_RGB)] if truth is not None and show_truth else []
-    P = [(pred, PRED_RGB)] if pred is not None and show_pred else []
-    return [T, P] if mode == 'side' and truth is not None and pred is not None else [T + P]
-
-def _join(panels:list)->np.ndarray:
-    "Panels side by side with a white gap."
-    gap = np.full((panels[0].shape[0], GAP, 3), 255, np.uint8)
-    return np.concatenate(sum([[p, gap] for p in panels], [])[:-1], 1)
+@patch
+def __repr__(self:SliceViewer):
+    parts = [f"shape={self.shape}", f"spacing={tuple(round(s, 3) for s in self.spacing)}",
+             f"truth={self.truth is not None}", f"pred={self.pred is not None}"]
+    return f"SliceViewer({self.title!r}, {', '.join(parts)})"
 
 # %% ../nbs/32_viewer.ipynb #c033
 class _Slice:
@@ -229,7 +137,7 @@ def render(self:SliceViewer, z:int|None=None, # slice index; None: `default_slic
     if not 0 <= z < self.shape[0]: raise IndexError(f"slice {z} is outside 0..{self.shape[0] - 1}")
     s = _Slice(self, z)
     grey = window_grey(s.hu, window)
-    return _join([compose(grey, L) for L in _panels(s.truth, s.pred, show_truth, show_pred, mode)])
+    return join_panels([compose(grey, L) for L in panel_layers(s.truth, s.pred, show_truth, show_pred, mode)])
 
 # %% ../nbs/32_viewer.ipynb #c041d
 @patch
@@ -242,11 +150,6 @@ def dice_text(self:SliceViewer, z:int)->str:
     return f"slice {d}; truth {nt} voxels, prediction {npred} voxels"
 
 # %% ../nbs/32_viewer.ipynb #c041
-def _png(rgb:np.ndarray)->bytes:
-    "PNG bytes of an RGB array."
-    buf = io.BytesIO(); Image.fromarray(rgb).save(buf, 'PNG', compress_level=1)
-    return buf.getvalue()
-
 @patch
 def widget(self:SliceViewer):
     "An ipywidgets viewer: slice slider, window presets, overlay toggles, side by side or blended, slice Dice."
@@ -262,7 +165,7 @@ def widget(self:SliceViewer):
                            disabled=not both)
     img, dice = W.Image(format='png'), W.HTML()
     def update(*_):
-        img.value = _png(self.render(z.value, win.value, ct.value, cp.value, mode.value))
+        img.value = png_bytes(self.render(z.value, win.value, ct.value, cp.value, mode.value))
         dice.value = html.escape(self.dice_text(z.value))
     for c in (z, win, ct, cp, mode): c.observe(update, 'value')
     update()
@@ -276,7 +179,7 @@ def widget(self:SliceViewer):
 CODE_SPLIT = (HU_WINDOW[0], -125., 225.)   # HU at code 0, at codes 127/128, at code 255
 
 def hu_to_code(hu)->np.ndarray:
-    "HU as the 8-bit code the HTML viewer stores: 0-127 for -1350..-125 HU, 128-255 for -125..225 HU."
+    "HU as the 8-bit code the HTML viewer stores: 0-127 from the lung window's bottom to -125 HU, 128-255 for -125..225 HU."
     lo, mid, hi = CODE_SPLIT
     hu = np.asarray(hu, np.float64)
     c = np.where(hu < mid, np.clip((hu - lo) / (mid - lo) * 127, 0, 127),
@@ -301,10 +204,6 @@ def html_slices(self:SliceViewer)->list:
     return list(range(self.default_slice % k, n, k))
 
 # %% ../nbs/32_viewer.ipynb #c046p
-def _data_uri(im:Image.Image, fmt:str, **kw)->str:
-    buf = io.BytesIO(); im.save(buf, fmt, **kw)
-    return f"data:image/{fmt.lower()};base64," + base64.b64encode(buf.getvalue()).decode()
-
 _PALETTE = [0, 0, 0, *TRUTH_RGB, *PRED_RGB, 255, 255, 0]   # index = truth + 2 * prediction
 
 @patch
@@ -314,14 +213,14 @@ def _payload(self:SliceViewer)->dict:
     for z in zs:
         s = _Slice(self, z)
         code = Image.fromarray(hu_to_code(s.hu))
-        if self.codec == 'webp': ct.append(_data_uri(code, 'WEBP', quality=self.quality, method=4))
-        else: ct.append(_data_uri(code, 'PNG', optimize=True))
+        if self.codec == 'webp': ct.append(data_uri(code, 'WEBP', quality=self.quality, method=4))
+        else: ct.append(data_uri(code, 'PNG', optimize=True))
         t = s.truth if s.truth is not None else False
         p = s.pred if s.pred is not None else False
         idx = (np.asarray(t, np.uint8) + 2 * np.asarray(p, np.uint8)) * np.ones(self.display_shape, np.uint8)
         if idx.any():
             im = Image.fromarray(idx, 'P'); im.putpalette(_PALETTE)
-            masks.append(_data_uri(im, 'PNG', bits=2, optimize=True))
+            masks.append(data_uri(im, 'PNG', bits=2, optimize=True))
         else: masks.append(None)
         dice.append(self.dice_text(z))
     h, w = self.display_shape
@@ -335,14 +234,8 @@ def _payload(self:SliceViewer)->dict:
                 colors=dict(truth=TRUTH_RGB, pred=PRED_RGB))
 
 # %% ../nbs/32_viewer.ipynb #c050
-_JS = r"""
-window.covsegViewer1 = window.covsegViewer1 || function (root) {
-  const D = JSON.parse(root.querySelector('script.cv-data').textContent);
-  const q = s => root.querySelector(s);
-  const slider = q('.cv-slider'), win = q('.cv-window'), ct = q('.cv-truth'), cp = q('.cv-pred'), mode = q('.cv-mode');
-  const canvas = q('.cv-canvas'), info = q('.cv-info'), dice = q('.cv-dice'), caps = q('.cv-caps'), strip = q('.cv-strip');
-  const W = D.w, H = D.h, N = W * H, cache = {};
-  q('.cv-nojs').style.display = 'none';
+# decode slice i once: its CT codes and both masks, from the embedded images (a viewer's W, H, N, D, cache, root)
+_JS_DECODE = r"""
   const load = src => new Promise((ok, bad) => {
     const im = new Image();
     im.onload = () => ok(im);
@@ -362,7 +255,11 @@ window.covsegViewer1 = window.covsegViewer1 || function (root) {
       return {code, t, p};
     });
     return cache[i];
-  }
+  }"""
+
+# %% ../nbs/32_viewer.ipynb #c050b
+# compose one panel into the RGBA frame `out` (`ow` wide) at column x0: `compose`'s arithmetic (a viewer's W, H)
+_JS_PANEL = r"""
   const edge = (m, k, x, y) => m[k] && !(m[x > 0 ? k - 1 : k] && m[x < W - 1 ? k + 1 : k] &&
                                          m[y > 0 ? k - W : k] && m[y < H - 1 ? k + W : k]);
   function panel(out, ow, x0, code, lut, layers) {
@@ -380,7 +277,19 @@ window.covsegViewer1 = window.covsegViewer1 || function (root) {
       const o = 4 * (y * ow + x0 + x);
       out[o] = r; out[o + 1] = gg; out[o + 2] = b; out[o + 3] = 255;
     }
-  }
+  }"""
+
+# %% ../nbs/32_viewer.ipynb #c050c
+# the function a page calls once per viewer: its elements, the pieces above, drawing on every change
+_JS_OPEN = r"""
+window.covsegViewer1 = window.covsegViewer1 || function (root) {
+  const D = JSON.parse(root.querySelector('script.cv-data').textContent);
+  const q = s => root.querySelector(s);
+  const slider = q('.cv-slider'), win = q('.cv-window'), ct = q('.cv-truth'), cp = q('.cv-pred'), mode = q('.cv-mode');
+  const canvas = q('.cv-canvas'), info = q('.cv-info'), dice = q('.cv-dice'), caps = q('.cv-caps'), strip = q('.cv-strip');
+  const W = D.w, H = D.h, N = W * H, cache = {};
+  q('.cv-nojs').style.display = 'none';"""
+_JS_DRAW = r"""
   let ticket = 0;
   function draw() {
     const i = +slider.value, my = ++ticket;
@@ -415,6 +324,7 @@ window.covsegViewer1 = window.covsegViewer1 || function (root) {
   draw();
 };
 """
+_JS = _JS_OPEN + _JS_DECODE + _JS_PANEL + _JS_DRAW
 
 # %% ../nbs/32_viewer.ipynb #c051
 def _esc_json(d)->str: return json.dumps(d, separators=(',', ':')).replace('</', '<\\/')
@@ -447,6 +357,7 @@ def _legend(d:dict)->str:
                      'it (green, bottom); click to go there</span>')
     return f'<div class="cv-legend" style="color:#444;font-size:12px">{"".join(parts)}</div>'
 
+# %% ../nbs/32_viewer.ipynb #c051b
 @patch
 def _html(self:SliceViewer, js:bool=True)->str:
     "The viewer as an HTML fragment: a still of the default slice for readers without JavaScript, the viewer with it."
@@ -468,7 +379,7 @@ def _html(self:SliceViewer, js:bool=True)->str:
     full = (2 * d['w'] + d['gap'] if both else d['w']) * s
     z0 = self.default_slice
     im = Image.fromarray(self.render(z0))
-    still = _data_uri(im, 'WEBP', quality=self.quality, method=4) if self.codec == 'webp' else _data_uri(im, 'PNG', optimize=True)
+    still = data_uri(im, 'WEBP', quality=self.quality, method=4) if self.codec == 'webp' else data_uri(im, 'PNG', optimize=True)
     note = f'<div class="cv-note">{e(self.note)}</div>' if self.note else ''
     which = ('the one with the most infiltrate' if self.truth is not None or self.pred is not None else 'the middle one') + \
             (f' ({e(self.dice_text(z0))})' if both else '')
@@ -507,17 +418,6 @@ def save(self:SliceViewer, path, # .html file to write
         Path(tmp).write_text(_page(self._html(), self.title or 'covseg viewer'), encoding='utf-8')
     return Path(path)
 
-# %% ../nbs/32_viewer.ipynb #c052q
-PAGE_CSS = ("body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}\n"
-            "table{border-collapse:collapse;margin:.5em 0 1.2em;font-size:14px}"
-            "td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}\n"
-            "th:first-child,td:first-child{text-align:left}"
-            "caption{caption-side:top;text-align:left;font-weight:600;padding:4px 0}\n"
-            ".banner{background:#b00020;color:#fff;padding:10px 14px;font-weight:600;border-radius:4px}\n"
-            ".warn{background:#fff4ce;border:1px solid #e0b400;padding:8px 12px;border-radius:4px}\n"
-            ".fail{color:#b00020}.score{font-size:20px}img{max-width:100%}"
-            "footer{margin-top:2em;color:#555;font-size:13px}")
-
 # %% ../nbs/32_viewer.ipynb #c056
 def _batch(x, what:str, labels:bool)->list|None:
     "A batch as a list of volumes: a list/tuple of volumes, or an (N, D, H, W) / (N, C, D, H, W) array or tensor."
@@ -552,8 +452,7 @@ class ViewerGrid:
         for what, b in (('truths', ts), ('preds', ps)):
             if b is not None and len(b) != n: raise ValueError(f"{what}: {len(b)} items for {n} images")
         if normalised:
-            lo, hi = HU_WINDOW
-            ims = [(np.asarray(i, np.float32) + 1) / 2 * (hi - lo) + lo for i in ims]
+            ims = [denormalise_hu(i) for i in ims]
         titles = titles or [f'item {i}' for i in range(n)]
         pick = lambda b, i: None if b is None else b[i]
         return cls([SliceViewer(ims[i], pick(ts, i), pick(ps, i), titles[i], **kwargs) for i in range(n)], ncols, title)

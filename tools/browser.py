@@ -9,7 +9,7 @@ import base64, contextlib, io, os, shutil, tempfile, time
 from pathlib import Path
 import numpy as np
 from PIL import Image
-from covseg.viewer import compose, _join, _panels
+from covseg.draw import compose, join_panels, panel_layers
 
 
 @contextlib.contextmanager
@@ -130,4 +130,4 @@ def html_frame(payload:dict, # a viewer's `_payload()`
     t = m[..., 0] > 127 if payload['truth'] else None
     p = m[..., 1] > 127 if payload['pred'] else None
     grey = np.asarray(payload['luts'][window], np.uint8)[code]
-    return _join([compose(grey, L) for L in _panels(t, p, show_truth, show_pred, mode)])
+    return join_panels([compose(grey, L) for L in panel_layers(t, p, show_truth, show_pred, mode)])

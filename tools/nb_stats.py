@@ -7,7 +7,7 @@ Run from the repository root: `python tools/nb_stats.py` (add `--json` for machi
 - source lines over 120 characters in covseg/*.py (without `_modidx.py`), and how many of them nbdev generates itself
   (the `__all__` line and the module docstring, which carries the notebook's one-line summary);
 - places where a rule that must exist once is written again: run files or the manifest opened outside their module,
-  the lung window's numbers outside `io.HU_WINDOW`, Dice arithmetic outside `metrics.dice_from_counts`, stylesheets.
+  the lung window's numbers outside `volume.HU_WINDOW`, Dice arithmetic outside `metrics.dice_from_counts`, stylesheets.
 """
 import ast, json, re, statistics, sys
 from pathlib import Path
@@ -60,7 +60,7 @@ RULES = {   # rule: (pattern, the one module allowed to hold it)
     'manifest opened by name': (r"['\"]manifest\.csv['\"]", 'cache.py'),
     'lung window numbers': (r"-1350\b|\b1500\b.*-600|-600.*\b1500\b", 'volume.py'),
     'Dice arithmetic': (r"2\s*\*\s*\(?\w*\s*(inter|tp|&)[^\n]*/", 'metrics.py'),
-    'stylesheets': (r"font-family:", 'viewer.py'),
+    'stylesheets': (r"font-family:", 'draw.py'),
 }
 
 def rules()->dict:
