@@ -63,8 +63,11 @@ test: $(STAMP) browser
 nbtest: smoke
 	$(NBENV) $(BIN)/nbdev-test --n-workers 2 --timing --cell-timing-min 60
 
-# The GitHub workflows and CITATION.cff against their published schemas (check-jsonschema's bundled copies: no network).
+# The GitHub workflows and CITATION.cff against their published schemas (check-jsonschema's bundled copies: no network);
+# the notebooks' shape (tools/nb_stats.py --check): at least 95 % of exported cells followed by an example, none over
+# 60 lines, no module importing one whose notebook comes later.
 repo-check: $(STAMP)
+	$(PY) tools/nb_stats.py --check
 	$(BIN)/check-jsonschema --builtin-schema vendor.github-workflows .github/workflows/*.yaml
 	$(BIN)/check-jsonschema --builtin-schema vendor.citation-file-format CITATION.cff
 
