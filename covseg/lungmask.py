@@ -255,6 +255,7 @@ def slice_hulls(mask:np.ndarray, # bool (z, y, x)
     for z in np.nonzero(mask.any((1, 2)))[0]: out[z] = hull_fill(mask[z])
     return out
 
+# %% ../nbs/33_lungmask.ipynb #c033a
 def mediastinal_gap(lungs:np.ndarray, # uint8 1 left / 2 right, canonical (x towards the patient's left)
                     mid:float, # the body's midline x (index units)
                    )->np.ndarray: # bool: per axial row, the voxels between the lungs
@@ -288,6 +289,7 @@ def mirror_x(a:np.ndarray, # (z, y, x), canonical
     out = np.zeros_like(a); out[..., ok] = a[..., xs[ok]]
     return out
 
+# %% ../nbs/33_lungmask.ipynb #c033b
 def pleural_envelope(lungs:np.ndarray, # uint8 1 left / 2 right: the aerated lungs, closed and filled, canonical working grid
                      body:np.ndarray, # bool: the body
                      airways:np.ndarray, # bool: trachea and main bronchi
@@ -314,7 +316,6 @@ def pleural_envelope(lungs:np.ndarray, # uint8 1 left / 2 right: the aerated lun
         other = mirror_x(near, mid) & ~gap
         env[other & body & ~airways & (lungs == 0) & (env == 0)] = 3 - k
     return env
-
 
 # %% ../nbs/33_lungmask.ipynb #c036
 CUBE = np.ones((3, 3, 3), bool)
@@ -357,6 +358,7 @@ def _infiltrate_array(infiltrate, vol:Volume)->np.ndarray:
                                              f"(z, y, x) shape {vol.shape}")
     return a > 0
 
+# %% ../nbs/33_lungmask.ipynb #c039a
 def close_lungs(lungs:np.ndarray, # uint8 1 left / 2 right, canonical working grid
                 body:np.ndarray, # bool: the body
                 airways:np.ndarray, # bool: trachea and main bronchi
@@ -374,6 +376,7 @@ def close_lungs(lungs:np.ndarray, # uint8 1 left / 2 right, canonical working gr
         out[box][mb] = k
     return out
 
+# %% ../nbs/33_lungmask.ipynb #c039b
 JOIN_FRAC = 0.25   # a predicted lesion joins the lungs only if at least this fraction of it lies in lung or envelope
 
 def joining(infiltrate:np.ndarray, # bool: the predicted infiltrate, canonical working grid
@@ -390,6 +393,7 @@ def joining(infiltrate:np.ndarray, # bool: the predicted infiltrate, canonical w
     keep = inside >= join_frac*np.maximum(size, 1); keep[0] = False
     return np.where(keep[lab] & (aerated == 0), envelope, 0).astype(np.uint8)
 
+# %% ../nbs/33_lungmask.ipynb #c039c
 def lung_steps(vol:Volume, # a chest CT in HU
                # predicted infiltrate (`Volume` or bool (z, y, x) array on `vol`'s grid), added to the lungs
                infiltrate=None,
@@ -427,6 +431,7 @@ def lung_steps(vol:Volume, # a chest CT in HU
                            airways=airways, split=split, aerated=aerated, envelope=env, infiltrate=inf_w,
                            infiltrate_full=inf_full, labels=labels, threshold=threshold)
 
+# %% ../nbs/33_lungmask.ipynb #c039d
 def lung_mask(vol:Volume, # a chest CT in HU, any orientation and spacing
               # predicted infiltrate (`Volume` or bool (z, y, x) array on `vol`'s grid), added inside the pleural envelope
               infiltrate=None,

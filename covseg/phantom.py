@@ -130,6 +130,7 @@ def _ellipse(x, yy, a, b_ant, b_post):
     g = np.where(post, np.sqrt((u2*u/a)**2 + (v2*v/b)**2)/(rho**3 + 1e-9), np.sqrt((u/a)**2 + (v/b)**2)/(rho + 1e-9))
     return rho, (rho - 1)/(g + 1e-9)
 
+# %% ../nbs/03_phantom.ipynb #c017a
 def _dome(an, lab, x, y):
     "Height (mm) of the diaphragm dome under lung `lab` (1 left, 2 right) at (x, y)."
     s = 1 if lab == 1 else -1
@@ -177,6 +178,47 @@ def _put(dst, val, where):
     "`dst[where] = val` without fancy indexing (val scalar or broadcastable array)."
     np.copyto(dst, np.asarray(val, _F32) if np.isscalar(val) else val, where=where)
 
+def _map_slabs(fn, n:int, size:int=8):
+    "Call `fn(slice)` for consecutive slabs of `size` slices along z, on all cores."
+    sls = [slice(i, min(i + size, n)) for i in range(0, n, size)]
+    with ThreadPoolExecutor(min(len(sls), os.cpu_count() or 1)) as ex: list(ex.map(fn, sls))
+
+# %% ../nbs/03_phantom.ipynb #c021a
+def _spine(an, hu, Z, Y, X, ys, body):
+    "Vertebral body (cortical rim, discs), canal, arch, spinous and transverse processes into `hu`; centre at y `ys`."
+    dvb = np.sqrt(X*X + (Y - ys)**2)
+    disc = ((Z - an.v0) % an.v_pitch) < an.disc
+    vb = dvb < an.r_vb
+    _put(hu, 800, vb & (dvb > an.r_vb - 2))
+    _put(hu, 320, vb & (dvb <= an.r_vb - 2))
+    _put(hu, 90, vb & disc)
+    ycn = ys + an.r_vb + 9
+    dcn = np.sqrt(X*X + (Y - ycn)**2)
+    arch = (((dcn >= 7.5) & (dcn < 13.5) & (Y > ycn - 5)) | ((np.abs(X) < 3.5) & (Y > ycn) & (Y < ycn + 38))
+            | ((np.abs(Y - ycn + 3) < 4) & (np.abs(X) < 34)))
+    _put(hu, 650, arch & ~disc & body)
+    _put(hu, 15, dcn < 7.5)
+
+def _ribs(an, hu, Z, X, yy, d_c):
+    "Ribs into `hu`: a band just outside the pleura (`d_c` mm off it), repeating along z, dropping towards the front."
+    sin_t = yy/np.sqrt(X*X + yy*yy + 1e-6)
+    ph = (Z - an.rib0 - an.rib_k*sin_t) % an.rib_pitch
+    band = (d_c > 1.5) & (d_c < 1.5 + an.rib_t) & (ph < an.rib_h) & (Z > an.rib_zmin) & (Z < an.z_apex + 15)
+    band &= (yy < 0) | (np.abs(X) > an.r_vb + 14)                           # ribs meet the spine at the back
+    front = (yy < 0) & (np.abs(X) < -yy*an.rib_gap)                         # costal cartilage at the front
+    rim = (d_c < 2.7) | (d_c > an.rib_t + 0.3) | (ph < 1.2) | (ph > an.rib_h - 1.2)
+    _put(hu, 120, band & front)
+    _put(hu, 850, band & ~front & rim)
+    _put(hu, 280, band & ~front & ~rim)
+
+def _sternum(an, hu, Z, Y, X, yst):
+    "The sternum into `hu`: a cortical rim around a trabecular core, its back surface at y `yst`."
+    st = (np.abs(X) < an.st_hw) & (Y < yst) & (Y > yst - an.st_t) & (Z > an.z_dome[1] + 5) & (Z < an.z_apex - 10)
+    st_rim = (np.abs(X) > an.st_hw - 1.5) | (Y < yst - an.st_t + 1.5) | (Y > yst - 1.5)
+    _put(hu, 750, st & st_rim)
+    _put(hu, 330, st & ~st_rim)
+
+# %% ../nbs/03_phantom.ipynb #c021d
 def _render_slab(an, z, y, x, tex, img, lungs):
     "Render the anatomy at heights `z` (1D, mm) on the in-plane grid `y`, `x` into `img` and `lungs` (views)."
     Z, Y, X = z[:, None, None], y[None, :, None], x[None, None, :]
@@ -198,49 +240,17 @@ def _render_slab(an, z, y, x, tex, img, lungs):
     rh = ((Z - hz)/az)**2 + ((Y - hy)/ay)**2 + ((X - hx)/ax)**2
     _put(hu, an.hu_fat, cavity & ~abdomen & (rh < 1.2) & (rh >= 1))
     _put(hu, an.hu_heart, cavity & ~abdomen & (rh < 1))
-    ys = yc + bp - an.vb_off                                               # spine centre y
     # trachea above the carina (air)
     ytr = _trachea_y(an, Z)
     _put(hu, -1000, body & (Z > an.z_car) & ((X - an.x_tr)**2 + (Y - ytr)**2 < an.r_tr**2))
-    # spine: vertebral body (cortical rim, discs), canal, arch, spinous and transverse processes
-    dvb = np.sqrt(X*X + (Y - ys)**2)
-    disc = ((Z - an.v0) % an.v_pitch) < an.disc
-    vb = dvb < an.r_vb
-    _put(hu, 800, vb & (dvb > an.r_vb - 2))
-    _put(hu, 320, vb & (dvb <= an.r_vb - 2))
-    _put(hu, 90, vb & disc)
-    ycn = ys + an.r_vb + 9
-    dcn = np.sqrt(X*X + (Y - ycn)**2)
-    arch = (((dcn >= 7.5) & (dcn < 13.5) & (Y > ycn - 5)) | ((np.abs(X) < 3.5) & (Y > ycn) & (Y < ycn + 38))
-            | ((np.abs(Y - ycn + 3) < 4) & (np.abs(X) < 34)))
-    _put(hu, 650, arch & ~disc & body)
-    _put(hu, 15, dcn < 7.5)
-    # ribs: a band just outside the pleura, repeating along z and dropping towards the front
-    sin_t = yy/np.sqrt(X*X + yy*yy + 1e-6)
-    ph = (Z - an.rib0 - an.rib_k*sin_t) % an.rib_pitch
-    band = (d_c > 1.5) & (d_c < 1.5 + an.rib_t) & (ph < an.rib_h) & (Z > an.rib_zmin) & (Z < an.z_apex + 15)
-    band &= (yy < 0) | (np.abs(X) > an.r_vb + 14)                           # ribs meet the spine at the back
-    front = (yy < 0) & (np.abs(X) < -yy*an.rib_gap)                         # costal cartilage at the front
-    rim = (d_c < 2.7) | (d_c > an.rib_t + 0.3) | (ph < 1.2) | (ph > an.rib_h - 1.2)
-    _put(hu, 120, band & front)
-    _put(hu, 850, band & ~front & rim)
-    _put(hu, 280, band & ~front & ~rim)
-    # sternum, in front of the mediastinum
-    yst = yc - cba - 2
-    st = (np.abs(X) < an.st_hw) & (Y < yst) & (Y > yst - an.st_t) & (Z > an.z_dome[1] + 5) & (Z < an.z_apex - 10)
-    st_rim = (np.abs(X) > an.st_hw - 1.5) | (Y < yst - an.st_t + 1.5) | (Y > yst - 1.5)
-    _put(hu, 750, st & st_rim)
-    _put(hu, 330, st & ~st_rim)
+    _spine(an, hu, Z, Y, X, yc + bp - an.vb_off, body)
+    _ribs(an, hu, Z, X, yy, d_c)
+    _sternum(an, hu, Z, Y, X, yc - cba - 2)                                 # in front of the mediastinum
     # lungs: aerated parenchyma, denser towards the back, with a smooth texture
     lab = lung_labels(an, Z, Y, X)
     paren = an.hu_lung + an.lung_grad*np.clip(yy/cbp, -1, 1) + (0 if tex is None else an.lung_tex*tex)
     _put(hu, paren.astype(_F32), lab > 0)
     img[...], lungs[...] = hu, lab
-
-def _map_slabs(fn, n:int, size:int=8):
-    "Call `fn(slice)` for consecutive slabs of `size` slices along z, on all cores."
-    sls = [slice(i, min(i + size, n)) for i in range(0, n, size)]
-    with ThreadPoolExecutor(min(len(sls), os.cpu_count() or 1)) as ex: list(ex.map(fn, sls))
 
 def render_anatomy(an:SimpleNamespace, # anatomy parameters
                    shape:tuple, # voxels (z, y, x)
@@ -318,6 +328,7 @@ def _tube(seg, Z, Y, X):
     t = np.clip((dz*vz + dy*vy + dx*vx)/np.maximum(vz*vz + vy*vy + vx*vx, 1e-9), 0, 1)
     return np.sqrt((dz - t*vz)**2 + (dy - t*vy)**2 + (dx - t*vx)**2), r0 + (r1 - r0)*t
 
+# %% ../nbs/03_phantom.ipynb #c027a
 def render_tubes(img:np.ndarray, # HU volume, changed in place
                  mask:np.ndarray|None, # uint8 mask set to 1 inside the tubes (in `where`), or None
                  segs:np.ndarray, # (n, 8) segments z0, y0, x0, z1, y1, x1, r0, r1 in mm
@@ -382,6 +393,14 @@ def coarse_lungs(an:SimpleNamespace, # anatomy parameters
     lab = lung_labels(an, c[0][:, None, None], c[1][None, :, None], c[2][None, None, :])
     return c, lab, ndi.distance_transform_edt(lab > 0, sampling=sp)
 
+def lesion_radius_range(radius_mm)->tuple:
+    "`radius_mm` (lo, hi) as floats, refused unless 1 <= lo <= hi <= 60 mm."
+    r_lo, r_hi = (float(v) for v in radius_mm)
+    if not 1 <= r_lo <= r_hi <= 60:
+        raise ValueError(f"radius_mm must be a range (lo, hi) in mm with 1 <= lo <= hi <= 60, not {radius_mm!r}")
+    return r_lo, r_hi
+
+# %% ../nbs/03_phantom.ipynb #c033a
 def _lesion(rng, centre, radius, kind, hu, hu_sd, normal=None, core=0., fade=0.6):
     "One lesion: centre and size (mm), orientation, irregular-shape and texture fields, densities."
     if normal is None:   # deep in the lung: any orientation, mildly elongated
@@ -398,13 +417,7 @@ def _lesion(rng, centre, radius, kind, hu, hu_sd, normal=None, core=0., fade=0.6
                 core_hu=float(rng.uniform(-60, 40)), fade=fade,
                 shape_field=SmoothField(rng, box, max(0.6*radius, 4.)), tex_field=SmoothField(rng, box, 5.))
 
-def lesion_radius_range(radius_mm)->tuple:
-    "`radius_mm` (lo, hi) as floats, refused unless 1 <= lo <= hi <= 60 mm."
-    r_lo, r_hi = (float(v) for v in radius_mm)
-    if not 1 <= r_lo <= r_hi <= 60:
-        raise ValueError(f"radius_mm must be a range (lo, hi) in mm with 1 <= lo <= hi <= 60, not {radius_mm!r}")
-    return r_lo, r_hi
-
+# %% ../nbs/03_phantom.ipynb #c033d
 def draw_lesions(rng:np.random.Generator, # draws count, places, sizes and kinds
                  an:SimpleNamespace, # anatomy parameters
                  fov_mm:tuple, # field of view (z, y, x) in mm: lesions are placed inside it
@@ -454,6 +467,7 @@ def draw_lesions(rng:np.random.Generator, # draws count, places, sizes and kinds
         out.append(les)
     return out
 
+# %% ../nbs/03_phantom.ipynb #c033g
 def render_lesion(les:dict, # a lesion from `draw_lesions`
                   img:np.ndarray, # HU volume, changed in place
                   kind_map:np.ndarray, # uint8, changed in place: 1 GGO, 2 consolidation (maximum over lesions)

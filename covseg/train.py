@@ -214,6 +214,7 @@ def set_rng_state(s:dict):
     torch.set_rng_state(s['torch'])
     if s['cuda'] and torch.cuda.is_available(): torch.cuda.set_rng_state_all(s['cuda'])
 
+# %% ../nbs/20_train.ipynb #c021a
 def loader_state(dls)->dict:
     "Shuffling and augmentation random states of a fastai `DataLoaders` (training loader)."
     dl = unwrap_dl(dls.train)
@@ -230,6 +231,7 @@ def set_loader_state(dls, s:dict|None):
             if isinstance(getattr(t, 'gen', None), torch.Generator)]
     for g, st in zip(gens, s.get('aug', [])): g.set_state(st)
 
+# %% ../nbs/20_train.ipynb #c021b
 def _plain(o):
     ("`o` with NumPy scalars and arrays turned into Python numbers and tensors, so `torch.load(weights_only=True)` "
      "accepts it.")
