@@ -17,7 +17,7 @@ __all__ = ['WINDOWS', 'TRUTH_RGB', 'PRED_RGB', 'GAP', 'PAGE_CSS', 'window_grey',
            'join_panels', 'png_bytes', 'data_uri']
 
 # %% ../nbs/30_draw.ipynb #c008
-# window presets: (width, level) in HU; the lung window is io.HU_WINDOW's (W1500 L-600)
+# window presets: (width, level) in HU; the lung window is volume.HU_WINDOW's (W1500 L-600)
 WINDOWS = {'lung': (HU_WINDOW[1] - HU_WINDOW[0], (HU_WINDOW[0] + HU_WINDOW[1]) / 2), 'mediastinum': (350., 50.)}
 TRUTH_RGB = (255, 0, 0)   # ground truth: red, as the paper's Figure 2
 PRED_RGB = (0, 255, 0)    # prediction: green; where both masks agree the fill is yellow
