@@ -11,11 +11,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 from .core import CovsegInputError, atomic_path, progress
-from .volume import Volume
+from .volume import Volume, network_frame, orientation_note, to_canonical
 from .io import read_image, read_dicom_series, write_image, is_image_file, dicom_header, NIFTI_SUFFIXES
 from .datasets import scan_dicom, choose_series, _failure
 from .synth import is_synthetic
-from .volume import network_frame, orientation_note, to_canonical
 from .infer import Predictor, predict
 from .lungmask import lung_mask
 from .severity import severity, write_report, report_row

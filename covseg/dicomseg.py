@@ -16,9 +16,8 @@ from pydicom.sr.codedict import codes
 from pydicom.sr.coding import Code
 from . import __version__
 from .core import CovsegInputError, atomic_path
-from .volume import Volume
+from .volume import Volume, check_same_grid
 from .io import read_dicom_series
-from .volume import check_same_grid
 
 # %% auto #0
 __all__ = ['ANATOMICAL_STRUCTURE', 'SEGMENTS', 'INFILTRATE', 'LUNG_LABELS', 'TYPE2', 'DESCRIPTION', 'Segment', 'algorithm',

@@ -12,14 +12,13 @@ import numpy as np
 import pandas as pd
 from .core import CovsegInputError, atomic_path, progress
 from .io import read_image, write_image
-from .volume import check_same_grid
+from .volume import check_same_grid, Volume
 from .cache import read_manifest
 from .run import RunDir
 from .datasets import _failure
 from .infer import Predictor, predict
 from .metrics import (case_metrics, micro_dice, paper_table, markdown_table, PAPER_TABLE3, dataset_order, dice,
                             normalized_surface_dice)
-from .volume import Volume
 from .lungmask import lung_mask
 
 # %% auto #0

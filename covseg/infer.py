@@ -13,10 +13,9 @@ import torch
 from torch import nn
 from fastcore.basics import patch
 from .core import CovsegInputError, progress
-from .volume import Volume
+from .volume import (Volume, check_ct, model_input, to_study_grid, grid_at_spacing, orientation_note,
+                           normalise_hu, AIR_LEVEL)
 from .io import read_image, write_image, is_image_file, NIFTI_SUFFIXES
-from .volume import check_ct
-from .volume import model_input, to_study_grid, grid_at_spacing, orientation_note, normalise_hu, AIR_LEVEL
 from .model import R3DUNet, read_state_dict, state_mismatch
 from .run import locate, trained_on, TRAINED_ON
 

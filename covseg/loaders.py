@@ -13,14 +13,12 @@ import numpy as np
 import pandas as pd
 import torch
 import torch.nn.functional as F
-from .core import quiet_fastai
+from .core import quiet_fastai, CovsegInputError
 with quiet_fastai():                     # fastai under torch 2.14: one known FutureWarning, nothing else
     from fastai.torch_core import TensorImage, TensorMask, default_device
     from fastai.data.core import TfmdDL, DataLoaders, ItemTransform, Transform
-from .core import CovsegInputError
-from .volume import HU_WINDOW
+from .volume import HU_WINDOW, normalise_hu, AIR_HU, AIR_LEVEL
 from .cache import MANIFEST, load_case, entries, read_manifest
-from .volume import normalise_hu, AIR_HU, AIR_LEVEL
 
 # %% auto #0
 __all__ = ['DRAW_COLUMNS', 'NOISE_BANK_SEED', 'CachedVolumes', 'LungWindow', 'AugConfig', 'corner_points', 'dense', 'rotation',

@@ -12,9 +12,8 @@ import numpy as np
 from scipy import ndimage as ndi
 from scipy.spatial import ConvexHull
 from .core import CovsegInputError
-from .volume import Volume, HU_WINDOW, check_ct
-from .volume import (canonical_axes, to_canonical, from_canonical, obliquity, axis_aligned_geometry,
-                               resample_to, MAX_OBLIQUE_DEG, AIR_HU)
+from .volume import (Volume, HU_WINDOW, check_ct, canonical_axes, to_canonical, from_canonical, obliquity,
+                           axis_aligned_geometry, resample_to, MAX_OBLIQUE_DEG, AIR_HU)
 
 # %% auto #0
 __all__ = ['WORK_MM', 'LUNG_HU', 'MIN_LUNG_ML', 'MIN_RADIUS_MM', 'PART_LUNG_ML', 'PART_RADIUS_MM', 'MIN_FRAC', 'COARSE_MM',

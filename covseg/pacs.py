@@ -15,10 +15,9 @@ from scipy import ndimage
 from pydicom.dataset import FileDataset, FileMetaDataset
 from pydicom.uid import (ExplicitVRLittleEndian, ImplicitVRLittleEndian, RLELossless, JPEGLSLossless, JPEG2000Lossless,
                          JPEGLosslessSV1, CTImageStorage, generate_uid)
-from .volume import Geometry, Volume, from_sitk, to_sitk
+from .volume import Geometry, Volume, from_sitk, to_sitk, canonical
 from .io import read_dicom_series
 from .synth import _ct_dataset, _scan_circle
-from .volume import canonical
 
 # %% auto #0
 __all__ = ['SYNTAXES', 'ANONYMISED_AWAY', 'NIFTI_KINDS', 'DOSE_SR', 'sample_at', 'write_series', 'read_with_nibabel',

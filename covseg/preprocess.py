@@ -14,12 +14,11 @@ import pandas as pd
 import SimpleITK as sitk
 import covseg
 from .core import CovsegInputError, progress, atomic_path
-from .volume import Geometry, Volume, to_sitk
+from .volume import (Geometry, Volume, to_sitk, check_same_grid, resize_geometry, _resize_sitk, _mask255,
+                           canonical, obliquity, MAX_OBLIQUE_DEG)
 from .io import read_nifti
-from .volume import check_same_grid
 from .cache import (PAPER_GRIDS, SPLIT, FAILURES, grid_name, fingerprint, cache_key, entry_dir, write_entry,
                           read_meta, is_valid, geometry_columns, write_manifest, read_manifest, GEOMETRY_COLUMNS)
-from .volume import resize_geometry, _resize_sitk, _mask255, canonical, obliquity, MAX_OBLIQUE_DEG
 from .synth import is_synthetic
 from .datasets import (Case, Failure, _failure, read_coronacases, read_mosmed, read_ricord, convert_ricord,
                              INFECTIOUS, split_by_patient, DATASETS)

@@ -16,13 +16,12 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from fastcore.foundation import L
-from .core import quiet_fastai
+from .core import quiet_fastai, CovsegInputError, atomic_path, interactive
 with quiet_fastai():                     # fastai under torch 2.14: one known FutureWarning, nothing else
     from fastai.learner import Learner, Metric
     from fastai.callback.core import Callback
     from fastai.callback.schedule import ParamScheduler, combined_cos
     from fastai.callback.progress import ProgressCallback
-from .core import CovsegInputError, atomic_path, interactive
 from .model import R3DUNet, unet_splitter, _kinetics_file, kinetics_weights_path
 from .metrics import dice_from_counts
 from .cache import check_cache, is_synthetic_cache, grid_spacing
